@@ -1,0 +1,49 @@
+"""Typed errors. Handlers map them to HTTP status codes in one place; the command line prints their message."""
+
+
+class SklambdaError(Exception):
+    """Base class: the message is written for the person who has to act on it."""
+
+
+class NotFound(SklambdaError):
+    """An object, version or alias does not exist."""
+
+
+class PreconditionFailed(SklambdaError):
+    """A conditional write lost: somebody else wrote first (compare-and-swap conflict)."""
+
+
+class AliasConflict(SklambdaError):
+    """An alias moved under us between read and write; nothing was changed by this call."""
+
+
+class IntegrityError(SklambdaError):
+    """Stored bytes do not match the checksum recorded at publish time."""
+
+
+class VersionRefused(SklambdaError):
+    """A version exists but must not be served or promoted (rejected, incompatible, failed self-test)."""
+
+
+class ModelUnavailable(SklambdaError):
+    """No model can be served right now (no alias yet, or nothing loadable)."""
+
+
+class StoreUnavailable(SklambdaError):
+    """The store could not be reached within the retry budget."""
+
+
+class ConfigError(SklambdaError):
+    """Configuration is missing or invalid."""
+
+
+class DataError(SklambdaError):
+    """Training data cannot be read or does not satisfy what training needs."""
+
+
+class RequestError(SklambdaError):
+    """Something the client sent is wrong; `status` is the HTTP status to answer with (4xx)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status

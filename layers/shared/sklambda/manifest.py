@@ -1,0 +1,127 @@
+"""What the store records about a model version (manifest) and about an alias (its record and history).
+
+A manifest is written once, after every artifact file, and carries the sha256 of each file and of itself:
+a version whose manifest is missing or does not verify is not a version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, Field
+
+from sklambda.contract import DataContract, Label, Task
+
+VersionStatus = Literal["candidate", "promoted", "rejected", "retired"]
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def canonical_json(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY)
+
+
+class DataFingerprint(BaseModel):
+    uri: str
+    sha256: str
+    rows: int
+    columns: list[str]
+
+
+class Metric(BaseModel):
+    name: str
+    greater_is_better: bool
+
+
+class GoldenSample(BaseModel):
+    """Held-out rows as a client sends them, with the trained pipeline's own outputs: the serving runtime must
+    reproduce them before a version is served."""
+
+    instances: list[dict[str, Any]]
+    predictions: list[Label]
+    probabilities: list[list[float]] | None = None
+
+
+class RuntimeSupport(BaseModel):
+    """Whether a serving runtime can serve this version, and why not."""
+
+    supported: bool
+    artifact: str | None = None
+    detail: str | None = None
+
+
+class Comparison(BaseModel):
+    """The champion this version was compared with, on the same held-out rows."""
+
+    version: int
+    metrics: dict[str, float]
+
+
+class Manifest(BaseModel):
+    schema_version: int = 1
+    name: str
+    version: int
+    created_at: str = Field(default_factory=utc_now)
+    task: Task
+    target: str
+    estimator: str
+    data: DataFingerprint
+    contract: DataContract
+    metric: Metric
+    metrics: dict[str, float]
+    classes: list[Label] | None = None
+    golden: GoldenSample
+    runtimes: dict[str, RuntimeSupport]
+    libraries: dict[str, str]
+    code_version: str | None = None
+    training: dict[str, Any] = Field(default_factory=dict)
+    compared_with: Comparison | None = None
+    artifacts: dict[str, str] = Field(default_factory=dict, description="file name → sha256")
+    manifest_sha256: str | None = None
+
+    def body_sha256(self) -> str:
+        return sha256_hex(canonical_json(self.model_dump(mode="json", exclude={"manifest_sha256"})))
+
+    def sealed(self) -> bytes:
+        """The bytes to store: the manifest with its own checksum filled in."""
+        sealed = self.model_copy(update={"manifest_sha256": self.body_sha256()})
+        return canonical_json(sealed.model_dump(mode="json"))
+
+    @property
+    def primary_metric(self) -> float:
+        return self.metrics[self.metric.name]
+
+
+class StatusRecord(BaseModel):
+    status: VersionStatus
+    reason: str
+    updated_at: str = Field(default_factory=utc_now)
+    by: str = "unknown"
+
+
+class AliasMove(BaseModel):
+    from_version: int | None
+    to_version: int
+    at: str = Field(default_factory=utc_now)
+    by: str
+    reason: str
+    kind: Literal["promote", "rollback"] = "promote"
+
+
+class AliasRecord(BaseModel):
+    """One alias. `previous` is the stack that rollback pops; `history` is the audit trail of every move.
+    Both change in the same compare-and-swap write as `version`, so they can never disagree with it."""
+
+    alias: str
+    version: int
+    previous: list[int] = Field(default_factory=list)
+    history: list[AliasMove] = Field(default_factory=list)

@@ -1,0 +1,48 @@
+"""scikit-learn serving, the fallback for pipelines that do not convert to ONNX.
+
+Unpickling runs code from the artifact, so the store's checksum check happens before this is called, and an
+artifact pickled under another scikit-learn version is refused rather than served with a warning.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import joblib
+import numpy as np
+import pandas as pd
+from sklearn.exceptions import InconsistentVersionWarning
+
+from sklambda.contract import Columns, DataContract
+from sklambda.errors import VersionRefused
+from sklambda.runtimes import Prediction
+
+
+def load_pipeline(artifact: bytes) -> object:
+    """Unpickle a fitted pipeline; a scikit-learn version mismatch is an error, not a warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InconsistentVersionWarning)
+        try:
+            return joblib.load(io.BytesIO(artifact))
+        except InconsistentVersionWarning as warning:
+            raise VersionRefused(
+                f"the model was pickled with scikit-learn {warning.original_sklearn_version}, this process has "
+                f"{warning.current_sklearn_version}; retrain it, or serve it through ONNX"
+            ) from None
+
+
+class SklearnPredictor:
+    def __init__(self, artifact: bytes, contract: DataContract) -> None:
+        self.pipeline = load_pipeline(artifact)
+        self._names = contract.names
+        self._classifier = contract.task == "classification"
+
+    def predict(self, columns: Columns) -> Prediction:
+        frame = pd.DataFrame({name: columns[name].ravel() for name in self._names})
+        numeric = [name for name in self._names if columns[name].dtype != object]
+        frame[numeric] = frame[numeric].astype(np.float64)
+        labels = np.asarray(self.pipeline.predict(frame))  # type: ignore[attr-defined]
+        if self._classifier:
+            return Prediction(labels=labels, probabilities=np.asarray(self.pipeline.predict_proba(frame)))  # type: ignore[attr-defined]
+        return Prediction(labels=labels.astype(np.float64).ravel())

@@ -1,0 +1,187 @@
+"""Serving: find the version an alias names, load it once, prove it reproduces its golden outputs, cache it.
+
+Used by the predict function and by the retrain gate (which asks this same code to load and self-test a
+candidate before any alias moves).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sklambda.contract import Columns, columns_from_records
+from sklambda.errors import IntegrityError, ModelUnavailable, NotFound, StoreUnavailable, VersionRefused
+from sklambda.manifest import Manifest
+from sklambda.runtimes import ARTIFACTS, Prediction, Predictor, RuntimeName, load_predictor
+from sklambda.store import ModelStore
+
+logger = logging.getLogger(__name__)
+
+# Classes must agree exactly; scores within these bounds (ONNX computes in float32, scikit-learn in float64).
+PROBABILITY_TOLERANCE = 1e-4
+REGRESSION_RTOL = 1e-4
+REGRESSION_ATOL = 1e-4
+
+EventSink = Callable[..., None]
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    manifest: Manifest
+    runtime: RuntimeName
+    predictor: Predictor
+    load_seconds: float
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def version(self) -> int:
+        return self.manifest.version
+
+    def predict(self, columns: Columns) -> Prediction:
+        return self.predictor.predict(columns)
+
+
+def load_version(store: ModelStore, manifest: Manifest, runtime: RuntimeName) -> LoadedModel:
+    """Load a version for `runtime`: checksum first, then the runtime, then the parity self-test.
+
+    Raises VersionRefused / IntegrityError when the version must not be served."""
+    started = time.perf_counter()
+    support = manifest.runtimes.get(runtime)
+    if support is None or not support.supported:
+        detail = support.detail if support is not None else "no artifact for it was stored"
+        raise VersionRefused(f"{manifest.name} v{manifest.version} cannot be served by the {runtime} runtime: {detail}")
+    artifact = store.artifact(manifest, ARTIFACTS[runtime])
+    predictor = load_predictor(runtime, artifact, manifest.contract)
+    self_test(predictor, manifest)
+    return LoadedModel(manifest, runtime, predictor, time.perf_counter() - started)
+
+
+def self_test(predictor: Predictor, manifest: Manifest) -> None:
+    """Re-predict the golden rows through the real serving path and compare with the pipeline's outputs."""
+    golden = manifest.golden
+    columns = columns_from_records(golden.instances, manifest.contract)
+    prediction = predictor.predict(columns)
+    where = f"{manifest.name} v{manifest.version}"
+    if manifest.task == "classification":
+        labels = labels_to_json(prediction.labels)
+        mismatches = sum(1 for got, want in zip(labels, golden.predictions, strict=True) if got != want)
+        if mismatches:
+            raise VersionRefused(f"{where} failed its self-test: {mismatches} of {len(labels)} golden classes differ")
+        if golden.probabilities is not None:
+            if prediction.probabilities is None:
+                raise VersionRefused(f"{where} failed its self-test: the runtime gives no probabilities")
+            gap = float(np.max(np.abs(prediction.probabilities - np.asarray(golden.probabilities))))
+            if not gap <= PROBABILITY_TOLERANCE:
+                raise VersionRefused(
+                    f"{where} failed its self-test: probabilities differ by {gap:.2g} (> {PROBABILITY_TOLERANCE})"
+                )
+    else:
+        expected = np.asarray(golden.predictions, dtype=np.float64)
+        if not np.allclose(prediction.labels, expected, rtol=REGRESSION_RTOL, atol=REGRESSION_ATOL):
+            gap = float(np.max(np.abs(prediction.labels - expected)))
+            raise VersionRefused(f"{where} failed its self-test: predictions differ by up to {gap:.3g}")
+
+
+def remote_self_test(function_name: str) -> Callable[[Manifest], None]:
+    """A serving check that asks the deployed predict function (its runtime, its code) to load and self-test a
+    version; used by the retrain gate in the cloud, where the retrain function has no serving runtime."""
+    from sklambda.aws import invoke_json  # boto3 only where this check is used
+
+    def check(manifest: Manifest) -> None:
+        result = invoke_json(function_name, {"self_test": {"name": manifest.name, "version": manifest.version}})
+        if not result.get("ok"):
+            raise VersionRefused(str(result.get("detail", "the predict function refused it")))
+
+    return check
+
+
+def local_self_test(store: ModelStore, runtime: RuntimeName) -> Callable[[Manifest], None]:
+    """A serving check that runs the serving code in this process."""
+
+    def check(manifest: Manifest) -> None:
+        load_version(store, manifest, runtime)
+
+    return check
+
+
+def labels_to_json(labels: np.ndarray) -> list[Any]:
+    return [label.item() if isinstance(label, np.generic) else label for label in labels.tolist()]
+
+
+def _ignore_event(name: str, **details: Any) -> None:
+    """Default event sink: the handlers pass one that emits metrics."""
+
+
+@dataclass
+class ModelCache:
+    """One loaded model per warm container, keyed by version; the alias is re-read at most every
+    `refresh_seconds` with a conditional read. A failing store or a refused version leaves the last good
+    model serving."""
+
+    store: ModelStore
+    name: str
+    alias: str
+    runtime: RuntimeName
+    refresh_seconds: float
+    clock: Callable[[], float] = time.monotonic
+    on_event: EventSink = _ignore_event
+    _model: LoadedModel | None = field(default=None, init=False)
+    _alias_etag: str | None = field(default=None, init=False)
+    _next_check: float = field(default=float("-inf"), init=False)
+    _problem: str = field(default="no model loaded yet", init=False)
+
+    @property
+    def loaded(self) -> LoadedModel | None:
+        return self._model
+
+    def get(self) -> LoadedModel:
+        now = self.clock()
+        if now >= self._next_check:
+            self._next_check = now + self.refresh_seconds
+            self._refresh()
+        if self._model is None:
+            raise ModelUnavailable(self._problem)
+        return self._model
+
+    def _refresh(self) -> None:
+        try:
+            state = self.store.alias_if_changed(self.name, self.alias, self._alias_etag)
+        except NotFound:
+            self._problem = f"model {self.name!r} has no {self.alias!r} alias yet in {self.store.uri}: train one"
+            return
+        except StoreUnavailable as error:
+            self._problem = f"the model store is unavailable: {error}"
+            self.on_event("StoreUnavailable", error=str(error))
+            return
+        if state is None:
+            return
+        if self._model is not None and state.record.version == self._model.version:
+            self._alias_etag = state.etag
+            return
+        try:
+            manifest = self.store.manifest(self.name, state.record.version)
+            model = load_version(self.store, manifest, self.runtime)
+        except StoreUnavailable as error:
+            # Transient: keep the old etag so the next refresh tries this version again.
+            self._problem = f"the model store is unavailable: {error}"
+            self.on_event("StoreUnavailable", error=str(error))
+            return
+        except (IntegrityError, VersionRefused, NotFound) as error:
+            # Permanent for this alias state: remember the etag, keep serving the last good model.
+            self._alias_etag = state.etag
+            self._problem = str(error)
+            logger.error("refused to load %s v%s: %s", self.name, state.record.version, error)
+            self.on_event("ModelLoadRefused", version=state.record.version, error=str(error))
+            return
+        self._alias_etag = state.etag
+        self._model = model
+        logger.info("serving %s v%s (%s, loaded in %.3f s)", self.name, model.version, self.runtime, model.load_seconds)
+        self.on_event("ModelLoaded", version=model.version, seconds=model.load_seconds)

@@ -1,0 +1,64 @@
+"""Configuration from environment variables, read once and validated (template Globals/Parameters → env vars).
+
+Logic never reads os.environ: handlers and the command line build a settings object here and pass values on.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from sklambda.errors import ConfigError
+from sklambda.runtimes import RuntimeName
+
+DEFAULT_LOCAL_STORE = "model-store"
+
+
+class _FromEnv(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
+        environ = os.environ if environ is None else environ
+        values = {name: environ[name.upper()] for name in cls.model_fields if name.upper() in environ}
+        try:
+            return cls.model_validate(values)
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in item['loc']).upper()}: {item['msg']}" for item in error.errors()
+            )
+            raise ConfigError(f"invalid configuration: {problems}") from None
+
+
+class StoreSettings(_FromEnv):
+    # A local folder (the default on a laptop) or s3://bucket/prefix.
+    model_store_uri: str = Field(default=DEFAULT_LOCAL_STORE, min_length=1)
+    # Which model to serve or retrain; optional on a laptop when the store holds a single model.
+    model_name: str | None = Field(default=None, min_length=1)
+    model_alias: str = Field(default="champion", min_length=1)
+
+
+class ServingSettings(StoreSettings):
+    serving_runtime: RuntimeName = "onnx"
+    # How often a warm container re-reads the alias (a conditional GET that costs one round trip).
+    alias_refresh_seconds: float = Field(default=30.0, ge=0)
+
+
+class RetrainSettings(StoreSettings):
+    # Where the retrain function reads its training data: s3://bucket/prefix/ (all CSV/Parquet under it),
+    # one object, or a local path.
+    data_uri: str = Field(min_length=1)
+    # The training configuration file; the one shipped with the training package when unset.
+    training_config: str | None = None
+    # The deployed predict function, asked to load and self-test a candidate before it is promoted. When
+    # unset (laptop, tests), the serving runtime below runs the self-test in this process.
+    predict_function_name: str | None = None
+    serving_runtime: RuntimeName = "onnx"
+
+    @field_validator("predict_function_name", "training_config", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return value or None

@@ -1,0 +1,271 @@
+"""The model store: immutable model versions, checksummed manifests and compare-and-swap aliases.
+
+Layout under the store root (a local folder or s3://bucket/prefix), per model name:
+
+    <name>/versions/000001/claim.json       the version number, taken with a create-only write
+    <name>/versions/000001/model.onnx       artifacts, each written create-only (never overwritten)
+    <name>/versions/000001/model.joblib
+    <name>/versions/000001/manifest.json    written last, with the sha256 of every artifact and of itself
+    <name>/versions/000001/status.json      candidate / promoted / rejected / retired, with the reason
+    <name>/aliases/champion.json            version served under this alias, rollback stack, move history
+
+A version exists for readers only once its manifest is there and verifies, so a crash at any point leaves no
+version that looks complete but is not. Aliases move by compare-and-swap on the alias object's etag.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from sklambda.errors import (
+    AliasConflict,
+    IntegrityError,
+    NotFound,
+    PreconditionFailed,
+    VersionRefused,
+)
+from sklambda.manifest import AliasMove, AliasRecord, Manifest, StatusRecord, canonical_json, sha256_hex
+from sklambda.objects import ObjectStore, open_object_store
+
+MANIFEST = "manifest.json"
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_MAX_VERSION_CLAIMS = 50
+_MAX_HISTORY = 500
+# Sentinel for "read the alias now" (None already means "the alias must not exist yet").
+_READ_NOW = object()
+
+
+def check_name(kind: str, value: str) -> str:
+    if not _NAME_PATTERN.match(value):
+        raise ValueError(f"invalid {kind} {value!r}: use letters, digits, '.', '_' or '-' (at most 128)")
+    return value
+
+
+@dataclass(frozen=True)
+class AliasState:
+    record: AliasRecord
+    etag: str
+
+
+class ModelStore:
+    def __init__(self, objects: ObjectStore) -> None:
+        self.objects = objects
+
+    @classmethod
+    def from_uri(cls, uri: str) -> ModelStore:
+        return cls(open_object_store(uri))
+
+    @property
+    def uri(self) -> str:
+        return self.objects.uri()
+
+    # ------------------------------------------------------------------ keys
+
+    @staticmethod
+    def _version_key(name: str, version: int, file: str = "") -> str:
+        return f"{check_name('model name', name)}/versions/{version:06d}/{file}"
+
+    @staticmethod
+    def _alias_key(name: str, alias: str) -> str:
+        return f"{check_name('model name', name)}/aliases/{check_name('alias', alias)}.json"
+
+    # ------------------------------------------------------------------ versions
+
+    def publish(self, manifest: Manifest, files: dict[str, bytes]) -> Manifest:
+        """Store a new version: take the next number, write every file create-only, then the sealed manifest.
+
+        `manifest.version` and `manifest.artifacts` are filled in here. Returns the stored manifest.
+        """
+        if MANIFEST in files:
+            raise ValueError(f"{MANIFEST} is written by the store, not passed as a file")
+        version = self._claim_version(manifest.name)
+        for file, data in files.items():
+            self.objects.put(
+                self._version_key(manifest.name, version, check_name("file", file)), data, if_none_match=True
+            )
+        stored = manifest.model_copy(
+            update={"version": version, "artifacts": {file: sha256_hex(data) for file, data in files.items()}}
+        )
+        self.objects.put(
+            self._version_key(manifest.name, version, "status.json"),
+            _dump(StatusRecord(status="candidate", reason="published")),
+            if_none_match=True,
+        )
+        # The manifest goes last: from this write on, the version is complete and visible.
+        self.objects.put(self._version_key(manifest.name, version, MANIFEST), stored.sealed(), if_none_match=True)
+        return self.manifest(manifest.name, version)
+
+    def _claim_version(self, name: str) -> int:
+        candidate = max(self._version_numbers(name, complete_only=False), default=0) + 1
+        for _ in range(_MAX_VERSION_CLAIMS):
+            try:
+                self.objects.put(self._version_key(name, candidate, "claim.json"), b"{}", if_none_match=True)
+                return candidate
+            except PreconditionFailed:
+                candidate += 1  # another writer took this number first
+        raise PreconditionFailed(f"could not take a version number for {name} after {_MAX_VERSION_CLAIMS} tries")
+
+    def _version_numbers(self, name: str, *, complete_only: bool) -> list[int]:
+        prefix = f"{check_name('model name', name)}/versions/"
+        numbers: set[int] = set()
+        for key in self.objects.list(prefix):
+            folder, _, file = key[len(prefix) :].partition("/")
+            if folder.isdigit() and (file == MANIFEST or not complete_only):
+                numbers.add(int(folder))
+        return sorted(numbers)
+
+    def versions(self, name: str) -> list[int]:
+        """Version numbers whose manifest has been written (complete versions), oldest first."""
+        return self._version_numbers(name, complete_only=True)
+
+    def incomplete_versions(self, name: str) -> list[int]:
+        """Version numbers that were started but never completed (a crashed or running publish)."""
+        complete = set(self.versions(name))
+        return [v for v in self._version_numbers(name, complete_only=False) if v not in complete]
+
+    def models(self) -> list[str]:
+        return sorted({key.split("/", 1)[0] for key in self.objects.list("") if "/versions/" in key})
+
+    def manifest(self, name: str, version: int) -> Manifest:
+        """The version's manifest, verified against its own checksum. NotFound if the version is incomplete."""
+        try:
+            blob = self.objects.get(self._version_key(name, version, MANIFEST))
+        except NotFound:
+            raise NotFound(f"model {name} has no version {version}") from None
+        try:
+            manifest = Manifest.model_validate_json(blob.data)
+        except ValidationError as error:
+            raise IntegrityError(f"manifest of {name} v{version} is unreadable: {error.error_count()} errors") from None
+        if manifest.manifest_sha256 != manifest.body_sha256() or manifest.version != version:
+            raise IntegrityError(f"manifest of {name} v{version} does not match its checksum")
+        return manifest
+
+    def artifact(self, manifest: Manifest, file: str) -> bytes:
+        """An artifact's bytes, refused unless they match the sha256 recorded in the manifest."""
+        expected = manifest.artifacts.get(file)
+        if expected is None:
+            raise NotFound(f"{manifest.name} v{manifest.version} has no artifact {file!r}")
+        data = self.objects.get(self._version_key(manifest.name, manifest.version, file)).data
+        actual = sha256_hex(data)
+        if actual != expected:
+            raise IntegrityError(
+                f"{manifest.name} v{manifest.version} {file}: sha256 {actual[:12]}… does not match "
+                f"the manifest's {expected[:12]}…; refusing to load it"
+            )
+        return data
+
+    def status(self, name: str, version: int) -> StatusRecord:
+        try:
+            return StatusRecord.model_validate_json(
+                self.objects.get(self._version_key(name, version, "status.json")).data
+            )
+        except NotFound:
+            return StatusRecord(status="candidate", reason="no status recorded")
+
+    def set_status(self, name: str, version: int, record: StatusRecord) -> None:
+        self.manifest(name, version)  # only complete versions have a status
+        self.objects.put(self._version_key(name, version, "status.json"), _dump(record))
+
+    # ------------------------------------------------------------------ aliases
+
+    def alias(self, name: str, alias: str) -> AliasState | None:
+        try:
+            blob = self.objects.get(self._alias_key(name, alias))
+        except NotFound:
+            return None
+        return AliasState(AliasRecord.model_validate_json(blob.data), blob.etag)
+
+    def alias_if_changed(self, name: str, alias: str, etag: str | None) -> AliasState | None:
+        """The alias if it changed since `etag` (a cheap conditional read); None if unchanged.
+
+        Raises NotFound when the alias does not exist."""
+        blob = self.objects.get_if_changed(self._alias_key(name, alias), etag)
+        if blob is None:
+            return None
+        return AliasState(AliasRecord.model_validate_json(blob.data), blob.etag)
+
+    def promote(
+        self,
+        name: str,
+        version: int,
+        *,
+        alias: str = "champion",
+        by: str,
+        reason: str,
+        expected: AliasState | object | None = _READ_NOW,
+        check: Callable[[Manifest], None] | None = None,
+    ) -> AliasRecord:
+        """Point `alias` at `version` with one compare-and-swap.
+
+        `expected` is the alias state the caller based its decision on (the gate's champion); by default the
+        alias is read now. If the alias moved since, AliasConflict is raised and nothing changes. `check` may
+        refuse the version (e.g. the serving runtime's load + self-test) before anything is written.
+        """
+        manifest = self.manifest(name, version)
+        status = self.status(name, version)
+        if status.status == "rejected":
+            raise VersionRefused(f"{name} v{version} was rejected ({status.reason}); it cannot be promoted")
+        if check is not None:
+            check(manifest)
+        current = self.alias(name, alias) if expected is _READ_NOW else expected
+        if current is not None and not isinstance(current, AliasState):
+            raise TypeError("expected must be an AliasState or None")
+        if current is not None and current.record.version == version:
+            return current.record
+        move = AliasMove(
+            from_version=current.record.version if current else None, to_version=version, by=by, reason=reason
+        )
+        if current is None:
+            record = AliasRecord(alias=alias, version=version, history=[move])
+        else:
+            record = AliasRecord(
+                alias=alias,
+                version=version,
+                previous=[*current.record.previous, current.record.version],
+                history=[*current.record.history, move][-_MAX_HISTORY:],
+            )
+        self._swap(name, alias, record, current)
+        return record
+
+    def rollback(self, name: str, *, alias: str = "champion", by: str, reason: str) -> AliasRecord:
+        """Point `alias` back at the version it served before the last promotion (pops the rollback stack)."""
+        current = self.alias(name, alias)
+        if current is None:
+            raise NotFound(f"alias {alias!r} of {name} does not exist; nothing to roll back")
+        if not current.record.previous:
+            raise VersionRefused(f"alias {alias!r} of {name} has no previous version to roll back to")
+        target = current.record.previous[-1]
+        self.manifest(name, target)  # the target must still be a complete, verifiable version
+        record = AliasRecord(
+            alias=alias,
+            version=target,
+            previous=current.record.previous[:-1],
+            history=[
+                *current.record.history,
+                AliasMove(
+                    from_version=current.record.version, to_version=target, by=by, reason=reason, kind="rollback"
+                ),
+            ][-_MAX_HISTORY:],
+        )
+        self._swap(name, alias, record, current)
+        return record
+
+    def _swap(self, name: str, alias: str, record: AliasRecord, current: AliasState | None) -> None:
+        try:
+            if current is None:
+                self.objects.put(self._alias_key(name, alias), _dump(record), if_none_match=True)
+            else:
+                self.objects.put(self._alias_key(name, alias), _dump(record), if_match=current.etag)
+        except PreconditionFailed:
+            raise AliasConflict(
+                f"alias {alias!r} of {name} was moved by someone else meanwhile; nothing was changed. "
+                "Read the alias again and retry if the move still makes sense."
+            ) from None
+
+
+def _dump(model: AliasRecord | StatusRecord) -> bytes:
+    return canonical_json(model.model_dump(mode="json"))

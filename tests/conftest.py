@@ -1,0 +1,118 @@
+"""Shared fixtures: events from events/, a Lambda context, stores (local folder and S3 under moto), a trained
+sample model, and fresh imports of the handlers (they read their configuration once, at import, like Lambda)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+from sklambda import aws
+from sklambda.store import ModelStore
+
+REPO = Path(__file__).resolve().parents[1]
+EVENTS = REPO / "events"
+PENGUINS_CSV = REPO / "training" / "data" / "penguins.csv"
+BUCKET = "sklambda-test-models"
+
+# No test may reach real AWS: fake credentials and a fixed region for boto3 (moto intercepts the calls).
+os.environ.update(
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",
+    AWS_SESSION_TOKEN="testing",
+    AWS_DEFAULT_REGION="us-east-1",
+    POWERTOOLS_METRICS_NAMESPACE="SklambdaTests",
+    POWERTOOLS_SERVICE_NAME="tests",
+)
+
+
+def load_event(name: str) -> dict[str, Any]:
+    """An event from events/ (the same files `sam local invoke -e` uses)."""
+    event: dict[str, Any] = json.loads((EVENTS / f"{name}.json").read_text())
+    return event
+
+
+@dataclass
+class LambdaContext:
+    function_name: str = "test-function"
+    memory_limit_in_mb: int = 1024
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:test-function"
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 10_000
+
+
+@pytest.fixture
+def lambda_context() -> LambdaContext:
+    return LambdaContext()
+
+
+@pytest.fixture
+def aws_mock() -> Iterator[None]:
+    """moto for every AWS call in the test; the cached boto3 clients are rebuilt inside the mock."""
+    aws.s3_client.cache_clear()
+    aws.lambda_client.cache_clear()
+    with mock_aws():
+        yield
+    aws.s3_client.cache_clear()
+    aws.lambda_client.cache_clear()
+
+
+@pytest.fixture
+def s3_bucket(aws_mock: None) -> str:
+    client = boto3.client("s3", region_name="us-east-1")
+    client.create_bucket(Bucket=BUCKET)
+    client.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    return BUCKET
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> ModelStore:
+    """The same tests run against both backends: a local folder and S3 (moto)."""
+    if request.param == "local":
+        return ModelStore.from_uri(str(tmp_path / "store"))
+    bucket = request.getfixturevalue("s3_bucket")
+    return ModelStore.from_uri(f"s3://{bucket}/models")
+
+
+@pytest.fixture(scope="session")
+def trained_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local store holding the sample model as v1 (champion), trained once per test session."""
+    from training.cli import main
+
+    root = tmp_path_factory.mktemp("trained") / "store"
+    assert main(["train", "--data", str(PENGUINS_CSV), "--store", str(root)]) == 0
+    return root
+
+
+@pytest.fixture
+def local_store_copy(trained_store: Path, tmp_path: Path) -> Path:
+    """A private copy of the trained store that a test may change."""
+    target = tmp_path / "store"
+    shutil.copytree(trained_store, target)
+    return target
+
+
+@pytest.fixture
+def fresh_handler(monkeypatch: pytest.MonkeyPatch) -> Callable[..., ModuleType]:
+    """Import a handler module anew under the given environment (a cold start)."""
+
+    def load(module: str, **environment: str) -> ModuleType:
+        for key, value in environment.items():
+            monkeypatch.setenv(key, value)
+        sys.modules.pop(module, None)
+        return importlib.import_module(module)
+
+    return load

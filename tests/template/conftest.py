@@ -1,0 +1,132 @@
+"""template.yaml transformed to plain CloudFormation offline (samtranslator, no AWS credentials, no network).
+
+`sam validate` does the same internally: local CodeUri/ContentUri paths are first rewritten to s3:// locations,
+because the translator only accepts S3 code locations.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import boto3
+import pytest
+from cfnlint.decode import cfn_yaml
+from samtranslator.parser.parser import Parser
+from samtranslator.translator.translator import Translator
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE_PATH = ROOT / "template.yaml"
+
+# Stand-ins for names only known at deploy time, used to render Fn::Sub strings into text in assertions.
+FAKE = SimpleNamespace(bucket="model-bucket", api="api-id", region="us-east-1")
+
+_LAYER_HASH = re.compile(r"^(?P<name>.+?)[0-9a-f]{10}$")
+
+
+def _point_code_at_s3(sam: dict[str, Any]) -> None:
+    for resource in sam.get("Resources", {}).values():
+        properties = resource.get("Properties", {})
+        for key in ("CodeUri", "ContentUri"):
+            uri = properties.get(key)
+            if isinstance(uri, str) and not uri.startswith("s3://"):
+                properties[key] = f"s3://sam-artifacts/{uri}"
+
+
+@pytest.fixture(scope="session")
+def sam_template() -> dict[str, Any]:
+    """template.yaml as written (the SAM dialect), with !Ref/!Sub/!GetAtt decoded to their long forms."""
+    template: dict[str, Any] = cfn_yaml.loads(TEMPLATE_PATH.read_text())
+    return template
+
+
+@pytest.fixture(scope="session")
+def cfn(sam_template: dict[str, Any]) -> dict[str, Any]:
+    """The CloudFormation template that SAM deploys."""
+    sam = copy.deepcopy(sam_template)
+    _point_code_at_s3(sam)
+    translator = Translator(None, Parser(), boto_session=boto3.Session(region_name=FAKE.region))
+    translated: dict[str, Any] = translator.translate(sam, parameter_values={}, get_managed_policy_map=lambda: {})
+    return translated
+
+
+@pytest.fixture(scope="session")
+def fake() -> SimpleNamespace:
+    """The stand-in names that `render` substitutes for the bucket, the API id and the region."""
+    return FAKE
+
+
+@pytest.fixture(scope="session")
+def resources(cfn: dict[str, Any]) -> dict[str, Any]:
+    resources: dict[str, Any] = cfn["Resources"]
+    return resources
+
+
+@pytest.fixture(scope="session")
+def parameter_defaults(sam_template: dict[str, Any]) -> dict[str, str]:
+    return {name: str(spec.get("Default")) for name, spec in sam_template["Parameters"].items()}
+
+
+@pytest.fixture(scope="session")
+def render(parameter_defaults: dict[str, str]) -> Callable[[Any], str | None]:
+    """Render a string or {"Fn::Sub": ...} with parameter defaults and fake resource names (None if not a string)."""
+
+    names: dict[str, str] = {
+        **parameter_defaults,
+        "ModelBucket": FAKE.bucket,
+        "ModelBucket.Arn": f"arn:aws:s3:::{FAKE.bucket}",
+        "Api": FAKE.api,
+        "AWS::Region": FAKE.region,
+        "AWS::Partition": "aws",
+        "AWS::StackName": "sklambda",
+    }
+
+    def _render(value: Any) -> str | None:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, dict) and set(value) == {"Fn::Sub"} and isinstance(value["Fn::Sub"], str):
+            return re.sub(r"\$\{([^}]+)\}", lambda m: names.get(m.group(1), m.group(0)), value["Fn::Sub"])
+        if isinstance(value, dict) and set(value) == {"Ref"} and value["Ref"] in names:
+            return names[str(value["Ref"])]
+        return None
+
+    return _render
+
+
+@pytest.fixture(scope="session")
+def layer_names(resources: dict[str, Any]) -> Callable[[str], set[str]]:
+    """The template's layer names (SharedCodeLayer, ...) used by a function; SAM suffixes a content hash."""
+
+    def _layer_names(function_id: str) -> set[str]:
+        names = set()
+        for layer in resources[function_id]["Properties"].get("Layers", []):
+            logical_id = layer["Ref"]
+            assert resources[logical_id]["Type"] == "AWS::Lambda::LayerVersion"
+            match = _LAYER_HASH.match(logical_id)
+            names.add(match.group("name") if match else logical_id)
+        return names
+
+    return _layer_names
+
+
+@pytest.fixture(scope="session")
+def role_statements(resources: dict[str, Any]) -> Callable[[str], list[dict[str, Any]]]:
+    """All inline policy statements of a function's execution role, Action/Resource normalised to lists."""
+
+    def _statements(function_id: str) -> list[dict[str, Any]]:
+        role_id = resources[function_id]["Properties"]["Role"]["Fn::GetAtt"][0]
+        statements = []
+        for policy in resources[role_id]["Properties"].get("Policies", []):
+            for statement in policy["PolicyDocument"]["Statement"]:
+                normalised = dict(statement)
+                for key in ("Action", "Resource"):
+                    value = statement.get(key, [])
+                    normalised[key] = value if isinstance(value, list) else [value]
+                statements.append(normalised)
+        return statements
+
+    return _statements

@@ -1,0 +1,141 @@
+"""The data contract: strict validation of what a client sends, with every problem named by row and field."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklambda.contract import (
+    MISSING_CATEGORY,
+    ContractViolation,
+    DataContract,
+    canonical_category,
+    columns_from_records,
+    derive_contract,
+    encode_frame,
+)
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def contract() -> DataContract:
+    frame = pd.DataFrame(
+        {
+            "mass": [3750.0, 3800.0, None, 4100.0],
+            "year": [2007, 2008, 2009, 2007],
+            "island": ["Biscoe", "Dream", "Dream", "Torgersen"],
+            "sex": ["male", None, "female", "male"],
+        }
+    )
+    return derive_contract(
+        frame, numeric=["mass", "year"], categorical=["island", "sex"], target="species", task="classification"
+    )
+
+
+def row(**overrides: object) -> dict[str, object]:
+    values: dict[str, object] = {"mass": 4000.0, "year": 2008, "island": "Dream", "sex": "female"}
+    values.update(overrides)
+    return values
+
+
+def problems_of(rows: object, contract: DataContract) -> list[tuple[int | None, str | None, str]]:
+    with pytest.raises(ContractViolation) as caught:
+        columns_from_records(rows, contract)
+    return [(problem.row, problem.field, problem.message) for problem in caught.value.problems]
+
+
+def test_derived_contract_records_types_categories_nullability_and_ranges(contract: DataContract) -> None:
+    mass, year, island, sex = contract.features
+    assert (mass.kind, mass.nullable, mass.minimum, mass.maximum) == ("numeric", True, 3750.0, 4100.0)
+    assert (year.nullable, year.minimum, year.maximum) == (False, 2007.0, 2009.0)
+    assert (island.kind, island.value_type, island.categories) == (
+        "categorical",
+        "string",
+        ["Biscoe", "Dream", "Torgersen"],
+    )
+    assert (sex.nullable, sex.categories) == (True, ["female", "male"])
+
+
+def test_valid_rows_become_model_inputs(contract: DataContract) -> None:
+    columns = columns_from_records([row(), row(mass=None, sex=None, year=2009.0)], contract)
+    assert columns["mass"].dtype == np.float32
+    assert columns["mass"].shape == (2, 1)
+    assert np.isnan(columns["mass"][1, 0])
+    assert columns["year"].ravel().tolist() == [2008.0, 2009.0]
+    assert columns["sex"].ravel().tolist() == ["female", MISSING_CATEGORY]
+
+
+def test_no_silent_coercion(contract: DataContract) -> None:
+    found = problems_of([row(mass="4000"), row(year=True), row(island=3)], contract)
+    assert found == [
+        (0, "mass", "expected a number, got string '4000'"),
+        (1, "year", "expected a number, got boolean True"),
+        (2, "island", "expected a string, got number 3"),
+    ]
+
+
+def test_null_only_where_training_saw_nulls(contract: DataContract) -> None:
+    assert problems_of([row(year=None), row(island=None)], contract) == [
+        (0, "year", "must not be null"),
+        (1, "island", "must not be null"),
+    ]
+
+
+def test_missing_and_unknown_fields_are_listed(contract: DataContract) -> None:
+    incomplete = row()
+    del incomplete["sex"]
+    found = problems_of([incomplete, row(colour="red")], contract)
+    assert found == [(0, "sex", "missing field"), (1, "'colour'", "unknown field")]
+
+
+def test_unknown_fields_allowed_when_contract_says_so(contract: DataContract) -> None:
+    relaxed = contract.model_copy(update={"allow_unknown_fields": True})
+    assert set(columns_from_records([row(colour="red")], relaxed)) == {"mass", "year", "island", "sex"}
+
+
+def test_unknown_category_names_the_allowed_ones(contract: DataContract) -> None:
+    ((row_index, field, message),) = problems_of([row(island="Atlantis")], contract)
+    assert (row_index, field) == (0, "island")
+    assert message == "unknown category 'Atlantis'; allowed: 'Biscoe', 'Dream', 'Torgersen'"
+
+
+def test_non_finite_and_out_of_range_numbers_are_rejected(contract: DataContract) -> None:
+    found = problems_of([row(mass=float("inf")), row(mass=1e300), row(year=10**400)], contract)
+    assert [(r, f) for r, f, _ in found] == [(0, "mass"), (1, "mass"), (2, "year")]
+    assert all("finite number" in message for _, _, message in found)
+
+
+def test_shape_errors(contract: DataContract) -> None:
+    assert problems_of([], contract) == [(None, None, "expected a non-empty list of objects (one per row)")]
+    assert problems_of({"mass": 1}, contract) == [(None, None, "expected a non-empty list of objects (one per row)")]
+    assert problems_of([row(), [1, 2]], contract) == [(1, None, "expected an object of feature: value")]
+
+
+def test_error_messages_echo_only_a_bounded_slice(contract: DataContract) -> None:
+    ((_, _, message),) = problems_of([row(island="x" * 10_000)], contract)
+    assert len(message) < 200
+
+
+def test_encode_frame_matches_serving_encoding(contract: DataContract) -> None:
+    # The same categorical encoding in training (pandas) and at serving (numpy)
+    frame = pd.DataFrame([row(sex=None), row()])
+    encoded = encode_frame(frame, contract)
+    served = columns_from_records([row(sex=None), row()], contract)
+    assert encoded["sex"].tolist() == served["sex"].ravel().tolist() == [MISSING_CATEGORY, "female"]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, MISSING_CATEGORY),
+        (float("nan"), MISSING_CATEGORY),
+        (True, "true"),
+        (3, "3"),
+        (3.0, "3"),
+        (2.5, "2.5"),
+        ("a", "a"),
+    ],
+)
+def test_canonical_category(value: object, expected: str) -> None:
+    assert canonical_category(value) == expected

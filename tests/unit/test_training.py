@@ -1,0 +1,167 @@
+"""Training stages and the command line, on the sample data and on tables the repo does not ship."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklambda.errors import ConfigError, DataError
+from sklambda.store import ModelStore
+from sklearn.datasets import load_diabetes, load_wine
+
+from tests.conftest import PENGUINS_CSV
+from training.cli import main
+from training.config import load_config
+from training.dataset import clean, load_table
+from training.features import infer_task, select_features
+from training.flow import train
+
+pytestmark = pytest.mark.unit
+
+
+def test_clean_drops_rows_without_target_and_blank_text() -> None:
+    frame = pd.DataFrame({"y": ["a", None, "b"], "text": [" x ", "", "  "]})
+    cleaned, report = clean(frame, "y")
+    assert cleaned["y"].tolist() == ["a", "b"]
+    assert cleaned["text"].tolist() == ["x", None]
+    assert report.describe() == "2 of 3 rows kept (dropped 1 rows without a target)"
+
+
+def test_clean_names_the_columns_when_the_target_is_missing() -> None:
+    with pytest.raises(DataError, match="target column 'nope' is not in the data; columns are: a, b"):
+        clean(pd.DataFrame({"a": [1], "b": [2]}), "nope")
+
+
+@pytest.mark.parametrize(
+    ("values", "task"),
+    [
+        (["a", "b"], "classification"),
+        ([0, 1, 1, 0], "classification"),
+        ([1.5, 2.25, 3.0], "regression"),
+        (list(range(100)), "regression"),
+        ([True, False], "classification"),
+    ],
+)
+def test_task_inference(values: list[object], task: str) -> None:
+    assert infer_task(pd.Series(values), "auto") == task
+
+
+def test_auto_features_leave_out_identifiers() -> None:
+    config = load_config().with_overrides(target="y")
+    frame = pd.DataFrame(
+        {"id": [f"row-{i}" for i in range(100)], "x": range(100), "c": ["a", "b"] * 50, "y": [0, 1] * 50}
+    )
+    features = select_features(frame, config)
+    assert (features.numeric, features.categorical) == (["x"], ["c"])
+    assert features.left_out == {"id": "100 distinct values > max_categories 50"}
+
+
+def test_sample_model_trains_converts_and_records_everything() -> None:
+    trained = train(load_table(str(PENGUINS_CSV)), load_config())
+    manifest = trained.manifest
+    assert manifest.task == "classification"
+    assert manifest.classes == ["Adelie", "Chinstrap", "Gentoo"]
+    assert manifest.metrics["accuracy"] > 0.95
+    assert [f.name for f in manifest.contract.features] == [
+        "bill_length_mm",
+        "bill_depth_mm",
+        "flipper_length_mm",
+        "body_mass_g",
+        "year",
+        "island",
+        "sex",
+    ]
+    assert manifest.contract.feature("sex").nullable
+    assert manifest.runtimes["onnx"].supported
+    assert set(trained.files) == {"model.joblib", "model.onnx"}
+    assert manifest.data.rows == 344
+    assert len(manifest.data.sha256) == 64
+    assert len(manifest.golden.instances) == 20
+    assert manifest.golden.probabilities is not None
+    assert {"python", "scikit-learn", "numpy", "onnx"} <= set(manifest.libraries)
+
+
+def test_same_data_and_config_give_the_same_metrics() -> None:
+    first = train(load_table(str(PENGUINS_CSV)), load_config()).manifest
+    second = train(load_table(str(PENGUINS_CSV)), load_config()).manifest
+    assert first.metrics == second.metrics
+    assert first.golden == second.golden
+
+
+def test_config_errors_are_readable(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[model]\nname = "x"\ntarget = "y"\ncolour = "red"\n[evaluation]\ntest_size = 2\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(bad)
+    assert "model.colour: unknown key" in str(caught.value)
+    assert "evaluation.test_size: Input should be less than 1" in str(caught.value)
+
+
+def _wine_csv(path: Path) -> Path:
+    data = load_wine(as_frame=True).frame.rename(columns={"target": "cultivar"})
+    data["cultivar"] = data["cultivar"].map({0: "barolo", 1: "grignolino", 2: "barbera"})
+    data["vineyard"] = np.where(data["alcohol"] > 13, "hill", "valley")
+    data.loc[::7, "magnesium"] = np.nan
+    data.to_csv(path, index=False)
+    return path
+
+
+def _diabetes_csv(path: Path) -> Path:
+    data = load_diabetes(as_frame=True, scaled=False).frame.rename(columns={"target": "progression"})
+    data["sex"] = data["sex"].map({1.0: "F", 2.0: "M"})
+    data.loc[::9, "bmi"] = np.nan
+    data.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make_csv", "target", "task", "metric"),
+    [(_wine_csv, "cultivar", "classification", "accuracy"), (_diabetes_csv, "progression", "regression", "r2")],
+)
+def test_cli_trains_a_table_the_repo_does_not_ship(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make_csv: object, target: str, task: str, metric: str
+) -> None:
+    # Given a CSV with numeric and categorical columns and gaps
+    csv = make_csv(tmp_path / "table.csv")  # type: ignore[operator]
+    store_root = tmp_path / "store"
+
+    # When it is trained from the command line
+    code = main(["train", "--data", str(csv), "--target", target, "--name", "mine", "--store", str(store_root)])
+
+    # Then a version is published and promoted, with the task inferred and the ONNX runtime accepted
+    assert code == 0
+    assert "published mine v1" in capsys.readouterr().out
+    store = ModelStore.from_uri(str(store_root))
+    manifest = store.manifest("mine", 1)
+    assert manifest.task == task
+    assert manifest.metric.name == metric
+    assert manifest.runtimes["onnx"].supported
+    alias = store.alias("mine", "champion")
+    assert alias is not None
+    assert alias.record.version == 1
+
+
+def test_cli_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    for option in (
+        "--data",
+        "--target",
+        "--task",
+        "--name",
+        "--config",
+        "--store",
+        "--alias",
+        "--serving-runtime",
+        "--no-promote",
+    ):
+        assert option in out
+
+
+def test_cli_reports_missing_data_clearly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["train", "--data", str(tmp_path / "nope.csv"), "--store", str(tmp_path / "s")])
+    assert code == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -1,0 +1,105 @@
+"""Stages 1 and 2: load a table (CSV or Parquet; a file, a folder or an S3 prefix) and clean it."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from sklambda.errors import DataError, NotFound
+from sklambda.objects import open_object_store
+
+logger = logging.getLogger(__name__)
+
+CSV_SUFFIXES = (".csv", ".csv.gz")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+DATA_SUFFIXES = CSV_SUFFIXES + PARQUET_SUFFIXES
+
+
+@dataclass(frozen=True)
+class LoadedTable:
+    frame: pd.DataFrame
+    uri: str
+    files: list[str]
+    # sha256 over the raw bytes of every file (sorted by name): the data fingerprint in the manifest.
+    sha256: str
+
+
+def read_data_files(uri: str) -> list[tuple[str, bytes]]:
+    """(name, bytes) of every CSV/Parquet file at `uri`: one file, or all files under a folder or S3 prefix."""
+    if uri.endswith(DATA_SUFFIXES):
+        parent, _, name = uri.replace("\\", "/").rpartition("/")
+        store = open_object_store(parent or ".")
+        try:
+            return [(uri, store.get(name).data)]
+        except NotFound:
+            raise DataError(f"training data {uri} does not exist") from None
+    if not uri.startswith("s3://") and not Path(uri).is_dir():
+        raise DataError(f"training data {uri} does not exist or is not a CSV/Parquet file or a folder")
+    store = open_object_store(uri)
+    try:
+        keys = [key for key in store.list("") if key.endswith(DATA_SUFFIXES)]
+    except NotFound as error:
+        raise DataError(f"training data {uri}: {error}") from None
+    if not keys:
+        raise DataError(f"no CSV or Parquet files under {uri}")
+    return [(store.uri(key), store.get(key).data) for key in keys]
+
+
+def parse_table(name: str, data: bytes) -> pd.DataFrame:
+    try:
+        if name.endswith(PARQUET_SUFFIXES):
+            return pd.read_parquet(io.BytesIO(data), engine="fastparquet")
+        return pd.read_csv(io.BytesIO(data), compression="gzip" if name.endswith(".gz") else None)
+    except Exception as error:  # pandas raises many unrelated types for a malformed file
+        raise DataError(f"cannot parse {name}: {type(error).__name__}: {error}") from None
+
+
+def load_table(uri: str) -> LoadedTable:
+    files = read_data_files(uri)
+    frames = [parse_table(name, data) for name, data in files]
+    columns = list(frames[0].columns)
+    for (name, _), frame in zip(files[1:], frames[1:], strict=True):
+        if list(frame.columns) != columns:
+            raise DataError(f"{name} has columns {list(frame.columns)}, but {files[0][0]} has {columns}")
+    digest = hashlib.sha256()
+    for name, data in sorted(files):
+        digest.update(name.rsplit("/", 1)[-1].encode() + b"\0" + hashlib.sha256(data).digest())
+    frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    logger.info("loaded %d rows x %d columns from %d file(s) at %s", len(frame), len(columns), len(files), uri)
+    return LoadedTable(frame=frame, uri=uri, files=[name for name, _ in files], sha256=digest.hexdigest())
+
+
+@dataclass
+class CleanReport:
+    rows_in: int
+    rows_out: int
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        parts = [f"{count} rows {reason}" for reason, count in self.dropped.items() if count]
+        return f"{self.rows_out} of {self.rows_in} rows kept" + (f" (dropped {', '.join(parts)})" if parts else "")
+
+
+def clean(frame: pd.DataFrame, target: str) -> tuple[pd.DataFrame, CleanReport]:
+    """Rows without a target are dropped; text is stripped and empty text becomes missing."""
+    if target not in frame.columns:
+        raise DataError(
+            f"target column {target!r} is not in the data; columns are: {', '.join(map(str, frame.columns))}"
+        )
+    cleaned = frame.copy()
+    for name in cleaned.columns:
+        column = cleaned[name]
+        if column.dtype == object or pd.api.types.is_string_dtype(column):
+            stripped = column.map(lambda value: (value.strip() or None) if isinstance(value, str) else value)
+            cleaned[name] = stripped.astype(object).where(stripped.notna(), None)
+    missing_target = cleaned[target].isna()
+    cleaned = cleaned.loc[~missing_target].reset_index(drop=True)
+    report = CleanReport(
+        rows_in=len(frame), rows_out=len(cleaned), dropped={"without a target": int(missing_target.sum())}
+    )
+    logger.info("cleaned: %s", report.describe())
+    return cleaned, report

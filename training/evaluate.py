@@ -1,0 +1,59 @@
+"""Stage 5: score a fitted pipeline on held-out rows."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklambda.contract import Task
+from sklambda.manifest import Metric
+from sklearn import metrics as sk_metrics
+
+from training.config import CLASSIFICATION_METRICS, REGRESSION_METRICS, TrainingConfig
+
+GREATER_IS_BETTER = {
+    "accuracy": True,
+    "balanced_accuracy": True,
+    "f1_macro": True,
+    "log_loss": False,
+    "r2": True,
+    "rmse": False,
+    "mae": False,
+}
+
+
+def primary_metric(config: TrainingConfig, task: Task) -> Metric:
+    name: str = config.evaluation.metric
+    if name == "auto":
+        name = "accuracy" if task == "classification" else "r2"
+    allowed = CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
+    if name not in allowed:
+        from sklambda.errors import ConfigError
+
+        raise ConfigError(f"metric {name!r} does not apply to {task}; choose one of {', '.join(allowed)}")
+    return Metric(name=name, greater_is_better=GREATER_IS_BETTER[name])
+
+
+def evaluate(pipeline: Any, x: pd.DataFrame, y: pd.Series, task: Task) -> dict[str, float]:
+    predictions = pipeline.predict(x)
+    if task == "classification":
+        scores = {
+            "accuracy": sk_metrics.accuracy_score(y, predictions),
+            "balanced_accuracy": sk_metrics.balanced_accuracy_score(y, predictions),
+            "f1_macro": sk_metrics.f1_score(y, predictions, average="macro"),
+        }
+        if hasattr(pipeline, "predict_proba"):
+            scores["log_loss"] = sk_metrics.log_loss(y, pipeline.predict_proba(x), labels=pipeline.classes_)
+    else:
+        scores = {
+            "r2": sk_metrics.r2_score(y, predictions),
+            "rmse": math.sqrt(sk_metrics.mean_squared_error(y, predictions)),
+            "mae": sk_metrics.mean_absolute_error(y, predictions),
+        }
+    return {name: round(float(value), 6) for name, value in scores.items() if np.isfinite(value)}
+
+
+def is_at_least_as_good(challenger: float, champion: float, metric: Metric) -> bool:
+    return challenger >= champion if metric.greater_is_better else challenger <= champion

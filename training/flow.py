@@ -1,0 +1,306 @@
+"""The whole flow, one code path for the command line and the retrain Lambda:
+
+load → clean → features → split + fit → evaluate → convert → publish a candidate → gate → move the alias.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import platform
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import joblib
+import pandas as pd
+from sklambda.contract import DataContract, derive_contract, encode_frame, frame_to_instances
+from sklambda.errors import AliasConflict, VersionRefused
+from sklambda.manifest import (
+    Comparison,
+    DataFingerprint,
+    GoldenSample,
+    Manifest,
+    Metric,
+    RuntimeSupport,
+    StatusRecord,
+)
+from sklambda.runtimes.sklearn import load_pipeline
+from sklambda.serving import labels_to_json
+from sklambda.store import AliasState, ModelStore
+
+from training.config import TrainingConfig
+from training.convert import to_onnx
+from training.dataset import LoadedTable, clean, load_table
+from training.evaluate import evaluate, is_at_least_as_good, primary_metric
+from training.features import infer_task, select_features
+from training.model import build_estimator, build_pipeline, fit, split
+
+logger = logging.getLogger(__name__)
+
+LIBRARIES = ("scikit-learn", "numpy", "scipy", "pandas", "skl2onnx", "onnx", "onnxruntime", "joblib")
+
+# Asks the deployed serving runtime to load a stored version and run its self-test; raises VersionRefused.
+ServingCheck = Callable[[Manifest], None]
+
+
+@dataclass
+class TrainedModel:
+    """A fitted pipeline with everything needed to publish it (not yet in any store)."""
+
+    pipeline: Any
+    manifest: Manifest
+    files: dict[str, bytes]
+    x_test: pd.DataFrame
+    y_test: pd.Series
+
+
+@dataclass
+class Outcome:
+    version: int
+    promoted: bool
+    reason: str
+    metric: Metric
+    metrics: dict[str, float]
+    champion_version: int | None = None
+    champion_metrics: dict[str, float] | None = None
+    durations: dict[str, float] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        score = f"{self.metric.name}={self.metrics.get(self.metric.name)}"
+        return f"v{self.version} ({score}): {'promoted' if self.promoted else 'not promoted'}: {self.reason}"
+
+
+def train(table: LoadedTable, config: TrainingConfig, *, code_version: str | None = None) -> TrainedModel:
+    """Stages 2-5 plus conversion, on a loaded table. Pure computation: no store, no AWS."""
+    started = time.perf_counter()
+    target = config.model.target
+    frame, report = clean(table.frame, target)
+    task = infer_task(frame[target], config.model.task)
+    if task == "classification" and pd.api.types.is_float_dtype(frame[target]):
+        frame[target] = frame[target].astype("int64")  # 0.0/1.0 read from a CSV with gaps
+    features = select_features(frame, config)
+    parts = split(frame, features, target, task, config)
+    metric = primary_metric(config, task)
+    estimator = build_estimator(config, task)
+    pipeline = build_pipeline(features, estimator)
+    classes = sorted(parts.y_train.unique().tolist()) if task == "classification" else None
+    contract = derive_contract(
+        parts.x_train,
+        numeric=features.numeric,
+        categorical=features.categorical,
+        target=target,
+        task=task,
+        classes=classes,
+    )
+    fit_seconds = fit(pipeline, encode_frame(parts.x_train, contract), parts.y_train)
+    if classes is not None:
+        classes = labels_to_json(pipeline.classes_)
+        contract = contract.model_copy(update={"classes": classes})
+    metrics = evaluate(pipeline, encode_frame(parts.x_test, contract), parts.y_test, task)
+    golden = golden_sample(pipeline, parts.x_test, contract, config.evaluation.golden_rows)
+    onnx_bytes, onnx_support = to_onnx(pipeline, contract)
+    files = {"model.joblib": _joblib_bytes(pipeline)}
+    if onnx_bytes is not None:
+        files["model.onnx"] = onnx_bytes
+    manifest = Manifest(
+        name=config.model.name,
+        version=0,  # the store assigns the number at publish
+        task=task,
+        target=target,
+        estimator=_describe_estimator(estimator),
+        data=DataFingerprint(
+            uri=table.uri, sha256=table.sha256, rows=len(frame), columns=list(map(str, table.frame.columns))
+        ),
+        contract=contract,
+        metric=metric,
+        metrics=metrics,
+        classes=classes,
+        golden=golden,
+        runtimes={"onnx": onnx_support, "sklearn": RuntimeSupport(supported=True, artifact="model.joblib")},
+        libraries=library_versions(),
+        code_version=code_version,
+        training={
+            "config": config.model_dump(mode="json"),
+            "rows": {"train": len(parts.x_train), "test": len(parts.x_test), "cleaning": report.describe()},
+            "features_left_out": features.left_out,
+            "fit_seconds": round(fit_seconds, 3),
+            "seconds": round(time.perf_counter() - started, 3),
+        },
+    )
+    logger.info("trained %s: %s", config.model.name, ", ".join(f"{k}={v}" for k, v in metrics.items()))
+    return TrainedModel(pipeline=pipeline, manifest=manifest, files=files, x_test=parts.x_test, y_test=parts.y_test)
+
+
+def golden_sample(pipeline: Any, x_test: pd.DataFrame, contract: DataContract, rows: int) -> GoldenSample:
+    sample = x_test.head(rows)
+    encoded = encode_frame(sample, contract)
+    predictions = labels_to_json(pipeline.predict(encoded))
+    probabilities = None
+    if contract.task == "classification" and hasattr(pipeline, "predict_proba"):
+        probabilities = pipeline.predict_proba(encoded).tolist()
+    else:
+        predictions = [float(value) for value in predictions]
+    return GoldenSample(
+        instances=frame_to_instances(sample, contract.names), predictions=predictions, probabilities=probabilities
+    )
+
+
+def publish_and_gate(
+    store: ModelStore,
+    trained: TrainedModel,
+    *,
+    alias: str = "champion",
+    by: str,
+    serving_check: ServingCheck | None = None,
+    promote: bool = True,
+) -> Outcome:
+    """Publish the trained model as a new version, then move `alias` to it only if it scores at least as well
+    as the current holder on the same held-out rows and the serving runtime loads and self-tests it."""
+    name = trained.manifest.name
+    # The alias moves only if it still holds this state when we are done (compare-and-swap).
+    champion = store.alias(name, alias)
+    comparison, refusal, reason = compare_with_champion(store, trained, champion)
+    stored = store.publish(trained.manifest.model_copy(update={"compared_with": comparison}), trained.files)
+    outcome = Outcome(
+        version=stored.version,
+        promoted=False,
+        reason=reason,
+        metric=stored.metric,
+        metrics=stored.metrics,
+        champion_version=comparison.version if comparison else None,
+        champion_metrics=comparison.metrics if comparison else None,
+    )
+    if refusal is None and serving_check is not None:
+        try:
+            serving_check(stored)
+        except VersionRefused as error:
+            refusal = f"the serving runtime refused it: {error}"
+    if refusal is not None:
+        outcome.reason = refusal
+        store.set_status(name, stored.version, StatusRecord(status="rejected", reason=refusal, by=by))
+        logger.warning("%s v%s rejected: %s", name, stored.version, refusal)
+        return outcome
+    if not promote:
+        outcome.reason = f"passed the gate ({reason}); left a candidate (promotion not requested)"
+        return outcome
+    try:
+        store.promote(name, stored.version, alias=alias, by=by, reason=reason, expected=champion)
+    except AliasConflict as error:
+        outcome.reason = f"passed the gate, but {error}"
+        return outcome
+    store.set_status(name, stored.version, StatusRecord(status="promoted", reason=reason, by=by))
+    outcome.promoted = True
+    logger.info("%s v%s promoted to %s: %s", name, stored.version, alias, reason)
+    return outcome
+
+
+def compare_with_champion(
+    store: ModelStore, trained: TrainedModel, champion: AliasState | None
+) -> tuple[Comparison | None, str | None, str]:
+    """Score the champion on the challenger's held-out rows. Returns (comparison, refusal or None, reason)."""
+    if champion is None:
+        return None, None, "first version: no champion to compare with"
+    challenger = trained.manifest
+    metric = challenger.metric
+    champion_manifest = store.manifest(challenger.name, champion.record.version)
+    where = f"champion v{champion_manifest.version}"
+    if champion_manifest.task != challenger.task or champion_manifest.target != challenger.target:
+        return (
+            None,
+            (
+                f"not comparable with {where}: it predicts {champion_manifest.target} ({champion_manifest.task}), "
+                f"this predicts {challenger.target} ({challenger.task})"
+            ),
+            "",
+        )
+    missing = sorted(set(champion_manifest.contract.names) - set(trained.x_test.columns))
+    if missing:
+        return None, f"not comparable with {where}: its features {missing} are not in the new data", ""
+    champion_pipeline = load_pipeline(store.artifact(champion_manifest, "model.joblib"))
+    champion_metrics = evaluate(
+        champion_pipeline, encode_frame(trained.x_test, champion_manifest.contract), trained.y_test, challenger.task
+    )
+    comparison = Comparison(version=champion_manifest.version, metrics=champion_metrics)
+    challenger_score = challenger.metrics[metric.name]
+    champion_score = champion_metrics.get(metric.name)
+    if champion_score is None:
+        return comparison, f"{where} has no {metric.name} on these rows", ""
+    summary = (
+        f"{metric.name} {challenger_score} vs {where} {champion_score} on the same {len(trained.y_test)} held-out rows"
+    )
+    if not is_at_least_as_good(challenger_score, champion_score, metric):
+        return comparison, f"worse than the champion: {summary}", ""
+    return comparison, None, f"at least as good as the champion: {summary}"
+
+
+def train_and_publish(
+    store: ModelStore,
+    data_uri: str,
+    config: TrainingConfig,
+    *,
+    by: str,
+    alias: str = "champion",
+    serving_check: ServingCheck | None = None,
+    promote: bool = True,
+    code_version: str | None = None,
+) -> Outcome:
+    """The one flow behind `python -m training train` and the retrain function."""
+    started = time.perf_counter()
+    table = load_table(data_uri)
+    loaded = time.perf_counter()
+    trained = train(table, config, code_version=code_version)
+    trained_at = time.perf_counter()
+    outcome = publish_and_gate(store, trained, alias=alias, by=by, serving_check=serving_check, promote=promote)
+    outcome.durations = {
+        "load": round(loaded - started, 3),
+        "train": round(trained_at - loaded, 3),
+        "publish_and_gate": round(time.perf_counter() - trained_at, 3),
+    }
+    return outcome
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def git_version(path: Path) -> str | None:
+    """The commit the training code comes from, when it runs from a git checkout."""
+    try:
+        result = subprocess.run(  # noqa: S603 - fixed arguments, no shell
+            ["git", "-C", str(path), "rev-parse", "--short=12", "HEAD"],  # noqa: S607
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+        dirty = subprocess.run(  # noqa: S603
+            ["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"],  # noqa: S607
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def _joblib_bytes(pipeline: Any) -> bytes:
+    buffer = io.BytesIO()
+    joblib.dump(pipeline, buffer, compress=3)
+    return buffer.getvalue()
+
+
+def _describe_estimator(estimator: Any) -> str:
+    return f"{type(estimator).__module__}.{type(estimator).__name__}"
