@@ -18,6 +18,7 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
+
 from sklambda import aws
 from sklambda.store import ModelStore
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from sklambda.errors import ConfigError
 
 DEFAULT_CONFIG = Path(__file__).with_name("config.toml")

@@ -7,6 +7,7 @@ from typing import Any
 
 from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+
 from sklambda.contract import DataContract
 from sklambda.manifest import RuntimeSupport
 

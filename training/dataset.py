@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+
 from sklambda.errors import DataError, NotFound
 from sklambda.objects import open_object_store
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklambda.contract import Task
-from sklambda.manifest import Metric
 from sklearn import metrics as sk_metrics
 
+from sklambda.contract import Task
+from sklambda.manifest import Metric
 from training.config import CLASSIFICATION_METRICS, REGRESSION_METRICS, TrainingConfig
 
 GREATER_IS_BETTER = {

@@ -6,13 +6,13 @@ import logging
 from dataclasses import dataclass, field
 
 import pandas as pd
-from sklambda.contract import Task
-from sklambda.errors import DataError
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from sklambda.contract import Task
+from sklambda.errors import DataError
 from training.config import TrainingConfig
 
 logger = logging.getLogger(__name__)

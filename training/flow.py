@@ -18,6 +18,7 @@ from typing import Any
 
 import joblib
 import pandas as pd
+
 from sklambda.contract import DataContract, derive_contract, encode_frame, frame_to_instances
 from sklambda.errors import AliasConflict, VersionRefused
 from sklambda.manifest import (
@@ -32,7 +33,6 @@ from sklambda.manifest import (
 from sklambda.runtimes.sklearn import load_pipeline
 from sklambda.serving import labels_to_json
 from sklambda.store import AliasState, ModelStore
-
 from training.config import TrainingConfig
 from training.convert import to_onnx
 from training.dataset import LoadedTable, clean, load_table

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-from sklambda.contract import Task
-from sklambda.errors import ConfigError, DataError
 from sklearn.base import BaseEstimator, is_classifier, is_regressor
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
+from sklambda.contract import Task
+from sklambda.errors import ConfigError, DataError
 from training.config import TrainingConfig
 from training.features import FeatureSet, preprocessing
 

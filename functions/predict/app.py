@@ -14,6 +14,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from sklambda.api import error_reply, parse_predict_request, predict_reply
 from sklambda.contract import ContractViolation
 from sklambda.errors import ModelUnavailable, RequestError, SklambdaError

@@ -12,11 +12,11 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from sklambda.errors import SklambdaError
 from sklambda.serving import local_self_test, remote_self_test
 from sklambda.settings import RetrainSettings
 from sklambda.store import ModelStore
-
 from training.config import load_config
 from training.flow import Outcome, train_and_publish
 

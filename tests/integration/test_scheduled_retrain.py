@@ -11,8 +11,8 @@ from typing import Any
 
 import boto3
 import pytest
-from sklambda.store import ModelStore
 
+from sklambda.store import ModelStore
 from tests.conftest import PENGUINS_CSV, LambdaContext, load_event
 from training.config import DEFAULT_CONFIG
 

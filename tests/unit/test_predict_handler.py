@@ -9,9 +9,9 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+
 from sklambda.runtimes.sklearn import load_pipeline
 from sklambda.store import ModelStore
-
 from tests.conftest import LambdaContext, load_event
 
 pytestmark = pytest.mark.unit
@@ -51,6 +51,7 @@ def test_predict_answers_with_the_model_version_and_matches_the_pipeline(
     manifest = store.manifest("penguins", 1)
     pipeline = load_pipeline(store.artifact(manifest, "model.joblib"))
     import pandas as pd
+
     from sklambda.contract import encode_frame
 
     rows = pd.DataFrame(json.loads(event["body"])["instances"])

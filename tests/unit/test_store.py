@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from sklambda.contract import DataContract, Feature
 from sklambda.errors import AliasConflict, IntegrityError, NotFound, PreconditionFailed, VersionRefused
 from sklambda.manifest import DataFingerprint, GoldenSample, Manifest, Metric, RuntimeSupport, StatusRecord

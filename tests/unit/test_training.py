@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from sklambda.errors import ConfigError, DataError
-from sklambda.store import ModelStore
 from sklearn.datasets import load_diabetes, load_wine
 
+from sklambda.errors import ConfigError, DataError
+from sklambda.store import ModelStore
 from tests.conftest import PENGUINS_CSV
 from training.cli import main
 from training.config import load_config
