@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import fastparquet
 import pandas as pd
 
 from sklambda.errors import DataError, NotFound
@@ -53,7 +54,10 @@ def read_data_files(uri: str) -> list[tuple[str, bytes]]:
 def parse_table(name: str, data: bytes) -> pd.DataFrame:
     try:
         if name.endswith(PARQUET_SUFFIXES):
-            return pd.read_parquet(io.BytesIO(data), engine="fastparquet")
+            # fastparquet directly: ~15 MiB in the retrain layer where pyarrow is ~170 MiB, and pandas 3.1
+            # deprecates its fastparquet engine wrapper.
+            frame: pd.DataFrame = fastparquet.ParquetFile(io.BytesIO(data)).to_pandas()
+            return frame
         return pd.read_csv(io.BytesIO(data), compression="gzip" if name.endswith(".gz") else None)
     except Exception as error:  # pandas raises many unrelated types for a malformed file
         raise DataError(f"cannot parse {name}: {type(error).__name__}: {error}") from None

@@ -239,8 +239,8 @@ def test_each_function_gets_only_its_layers(layer_names: Any) -> None:
     ("layer", "content", "build_method"),
     [
         ("SharedCodeLayer", "layers/shared", "python3.12"),
-        ("ServingDepsLayer", "layers/serving", "python3.12"),
-        ("TrainingDepsLayer", "layers/training", "python3.12"),
+        ("ServingDepsLayer", "layers/serving", "makefile"),
+        ("TrainingDepsLayer", "layers/training", "makefile"),
         ("TrainingCodeLayer", "training", "makefile"),
     ],
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import fastparquet
 import numpy as np
 import pandas as pd
 import pytest
@@ -165,3 +166,18 @@ def test_cli_reports_missing_data_clearly(tmp_path: Path, capsys: pytest.Capture
     code = main(["train", "--data", str(tmp_path / "nope.csv"), "--store", str(tmp_path / "s")])
     assert code == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_trains_from_parquet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Given the sample table as Parquet
+    parquet = tmp_path / "penguins.parquet"
+    fastparquet.write(str(parquet), pd.read_csv(PENGUINS_CSV))
+
+    # When it is trained
+    code = main(["train", "--data", str(parquet), "--store", str(tmp_path / "store")])
+
+    # Then it gives the same data fingerprint rows and a promoted version
+    assert code == 0
+    manifest = ModelStore.from_uri(str(tmp_path / "store")).manifest("penguins", 1)
+    assert manifest.data.rows == 344
+    assert manifest.data.uri == str(parquet)
