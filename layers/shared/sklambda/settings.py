@@ -47,6 +47,11 @@ class ServingSettings(StoreSettings):
     alias_refresh_seconds: float = Field(default=30.0, ge=0)
 
 
+class GuardSettings(StoreSettings):
+    # A promotion younger than this when a serving alarm fires is rolled back automatically.
+    promotion_watch_seconds: float = Field(default=3600.0, gt=0)
+
+
 class RetrainSettings(StoreSettings):
     # Where the retrain function reads its training data: s3://bucket/prefix/ (all CSV/Parquet under it),
     # one object, or a local path.
