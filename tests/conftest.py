@@ -17,10 +17,13 @@ from typing import Any
 
 import boto3
 import pytest
+import requests
 from moto import mock_aws
+from moto.server import ThreadedMotoServer
 
 from sklambda import aws
 from sklambda.store import ModelStore
+from tests.faults import S3FaultProxy
 
 REPO = Path(__file__).resolve().parents[1]
 EVENTS = REPO / "events"
@@ -117,3 +120,57 @@ def fresh_handler(monkeypatch: pytest.MonkeyPatch) -> Callable[..., ModuleType]:
         return importlib.import_module(module)
 
     return load
+
+
+@pytest.fixture
+def moto_server() -> Iterator[str]:
+    """A moto S3 server on a free local port, for what the in-process mock cannot reach (other processes, a
+    fault-injecting proxy). Its state is reset afterwards."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    yield url
+    requests.post(f"{url}/moto-api/reset", timeout=10)
+    server.stop()
+
+
+@pytest.fixture
+def s3_proxy(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3FaultProxy]:
+    """The versioned test bucket on a moto server, reached through a proxy that can fail on demand: every S3
+    client made in the test (AWS_ENDPOINT_URL) goes through it."""
+    client = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    client.create_bucket(Bucket=BUCKET)
+    client.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    proxy = S3FaultProxy(moto_server).start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+    aws.s3_client.cache_clear()
+    yield proxy
+    aws.s3_client.cache_clear()
+    proxy.stop()
+
+
+def upload_store(local_root: Path, s3_uri: str) -> None:
+    """Copy a local model store into S3 key by key (the layouts are the same)."""
+    store = ModelStore.from_uri(s3_uri)
+    for path in sorted(local_root.rglob("*")):
+        key = path.relative_to(local_root).as_posix()
+        if path.is_file() and not any(part.startswith(".") for part in key.split("/")):
+            store.objects.put(key, path.read_bytes())
+
+
+@pytest.fixture(params=["local", "s3"])
+def three_versions(request: pytest.FixtureRequest, trained_store: Path, tmp_path: Path) -> str:
+    """A store (local folder, or S3 under moto) holding the sample model as v1 and v2 (champion, promoted in turn
+    by `train`) and v3 (published, not promoted). Returns its URI."""
+    from training.cli import main
+
+    if request.param == "local":
+        uri = str(tmp_path / "store")
+        shutil.copytree(trained_store, uri)
+    else:
+        uri = f"s3://{request.getfixturevalue('s3_bucket')}/models"
+        upload_store(trained_store, uri)
+    assert main(["train", "--data", str(PENGUINS_CSV), "--store", uri]) == 0
+    assert main(["train", "--data", str(PENGUINS_CSV), "--store", uri, "--no-promote"]) == 0
+    return uri

@@ -9,10 +9,10 @@ import sys
 from collections.abc import Sequence
 
 from sklambda.errors import SklambdaError
-from training.commands import train
+from training.commands import describe, diff, history, promote, prune, rollback, train, versions
 
 # Each command module registers its own parser; add a module here to add a command.
-COMMANDS = [train]
+COMMANDS = [train, versions, describe, diff, promote, rollback, history, prune]
 
 
 def build_parser() -> argparse.ArgumentParser:

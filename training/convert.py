@@ -31,4 +31,5 @@ def to_onnx(pipeline: Any, contract: DataContract) -> tuple[bytes | None, Runtim
         detail = f"{type(error).__name__}: {error}".splitlines()[0][:500]
         logger.warning("pipeline does not convert to ONNX: %s", detail)
         return None, RuntimeSupport(supported=False, detail=f"does not convert to ONNX: {detail}")
-    return model.SerializeToString(), RuntimeSupport(supported=True, artifact="model.onnx")
+    opset = {entry.domain or "ai.onnx": entry.version for entry in model.opset_import}
+    return model.SerializeToString(), RuntimeSupport(supported=True, artifact="model.onnx", opset=opset)

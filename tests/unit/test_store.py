@@ -194,3 +194,187 @@ def test_invalid_names_are_refused(store: ModelStore) -> None:
         store.versions("../etc")
     with pytest.raises(ValueError, match="invalid alias"):
         store.alias("demo", "a/b")
+
+
+# ------------------------------------------------------------------------------------------- registry guarantees
+
+
+def publish_versions(store: ModelStore, count: int) -> None:
+    for number in range(count):
+        store.publish(make_manifest(), {"model.bin": f"model {number}".encode()})
+
+
+def snapshot(store: ModelStore, name: str = "demo") -> dict[str, object]:
+    """Everything a failed operation must leave unchanged: the alias (etag included) and every status."""
+    return {
+        "alias": store.alias(name, "champion"),
+        "statuses": {v: store.status(name, v) for v in store.versions(name)},
+    }
+
+
+def test_any_alias_name_works_and_all_are_listed(store: ModelStore) -> None:
+    # Given versions promoted to two different aliases
+    publish_versions(store, 2)
+    store.promote("demo", 1, alias="champion", by="t", reason="r")
+    store.promote("demo", 2, alias="staging", by="t", reason="r")
+
+    # Then each alias points at its own version and both are listed
+    assert {alias: record.version for alias, record in store.aliases("demo").items()} == {"champion": 1, "staging": 2}
+
+
+def test_promote_and_rollback_record_statuses_with_reasons(store: ModelStore) -> None:
+    # Given v1 champion, then v2 promoted
+    publish_versions(store, 2)
+    store.promote("demo", 1, by="alice", reason="first")
+    store.promote("demo", 2, by="bob", reason="better recall")
+    assert store.status("demo", 2).model_dump(include={"status", "reason", "by"}) == {
+        "status": "promoted",
+        "reason": "promoted to champion: better recall",
+        "by": "bob",
+    }
+
+    # When the alias is rolled back
+    store.rollback("demo", by="carol", reason="alarm fired")
+
+    # Then the version rolled back from is retired, and the target is promoted again, each with the reason
+    left, back = store.status("demo", 2), store.status("demo", 1)
+    assert (left.status, left.reason, left.by) == ("retired", "rolled back from champion: alarm fired", "carol")
+    assert (back.status, back.by) == ("promoted", "carol")
+    assert "alarm fired" in back.reason
+
+
+def test_promote_refused_by_the_check_changes_nothing(store: ModelStore) -> None:
+    # Given v1 champion and a v2 the serving runtime cannot load
+    publish_versions(store, 2)
+    store.promote("demo", 1, by="t", reason="first")
+    before = snapshot(store)
+
+    def refuse(manifest: Manifest) -> None:
+        raise VersionRefused(f"v{manifest.version} failed its self-test")
+
+    # When promoting v2 through that check
+    with pytest.raises(VersionRefused, match="v2 failed its self-test"):
+        store.promote("demo", 2, by="t", reason="try", check=refuse)
+
+    # Then neither the alias (same etag) nor any status changed
+    assert snapshot(store) == before
+
+
+def test_failed_promotions_and_rollbacks_change_nothing(store: ModelStore) -> None:
+    # Given v1 champion (never moved since) and a rejected v2
+    publish_versions(store, 2)
+    store.promote("demo", 1, by="t", reason="first")
+    store.set_status("demo", 2, StatusRecord(status="rejected", reason="worse"))
+    before = snapshot(store)
+
+    # When promoting a missing version, a rejected one, and rolling back with no previous version
+    with pytest.raises(NotFound, match="model demo has no version 9"):
+        store.promote("demo", 9, by="t", reason="typo")
+    with pytest.raises(VersionRefused, match=r"demo v2 was rejected \(worse\); it cannot be promoted"):
+        store.promote("demo", 2, by="t", reason="try")
+    with pytest.raises(VersionRefused, match="has no previous version to roll back to"):
+        store.rollback("demo", by="t", reason="oops")
+    # And rolling back an alias that does not exist
+    with pytest.raises(NotFound, match="alias 'staging' of demo does not exist"):
+        store.rollback("demo", alias="staging", by="t", reason="oops")
+
+    # Then nothing changed, and no alias appeared
+    assert snapshot(store) == before
+    assert set(store.aliases("demo")) == {"champion"}
+
+
+def test_rollback_stack_is_bounded(store: ModelStore) -> None:
+    # Given more promotions than the rollback depth
+    from sklambda.store import MAX_ROLLBACK_DEPTH
+
+    publish_versions(store, MAX_ROLLBACK_DEPTH + 3)
+    for version in store.versions("demo"):
+        store.promote("demo", version, by="t", reason="next")
+
+    # Then rollback can step back MAX_ROLLBACK_DEPTH promotions, and history still has every move
+    state = store.alias("demo", "champion")
+    assert state is not None
+    assert state.record.previous == list(range(3, MAX_ROLLBACK_DEPTH + 3))
+    assert len(state.record.history) == MAX_ROLLBACK_DEPTH + 3
+
+
+def test_a_version_number_is_claimed_with_its_time(store: ModelStore) -> None:
+    publish_versions(store, 1)
+    claim = store.claim("demo", 1)
+    assert claim is not None
+    assert claim.claimed_at.endswith("Z")
+
+
+def test_only_a_version_marked_deleted_can_be_deleted(store: ModelStore) -> None:
+    # Given two versions
+    publish_versions(store, 2)
+
+    # When deleting one that was not marked first
+    with pytest.raises(VersionRefused, match="not marked deleted"):
+        store.delete_version("demo", 1)
+
+    # Then it is still there; once marked, it goes, and only its claim and tombstone status remain
+    assert store.versions("demo") == [1, 2]
+    store.set_status("demo", 1, StatusRecord(status="retired", reason="retention", deleted=True))
+    assert store.delete_version("demo", 1) == ["manifest.json", "model.bin"]
+    assert store.versions("demo") == [2]
+    assert store.deleted_versions("demo") == [1]
+    assert store.incomplete_versions("demo") == []
+    assert store.version_files("demo", 1) == ["claim.json", "status.json"]
+    assert store.status("demo", 1).reason == "retention"
+    # And its number is never reused
+    assert store.publish(make_manifest(), {"model.bin": b"new"}).version == 3
+
+
+def test_a_version_marked_deleted_cannot_be_promoted(store: ModelStore) -> None:
+    # Given v1 champion and v2 marked deleted by retention (its files are still there)
+    publish_versions(store, 2)
+    store.promote("demo", 1, by="t", reason="first")
+    store.set_status("demo", 2, StatusRecord(status="retired", reason="deleted by retention", deleted=True))
+    before = snapshot(store)
+
+    # Then promoting it is refused and nothing changes
+    with pytest.raises(VersionRefused, match="is being deleted"):
+        store.promote("demo", 2, by="t", reason="try")
+    assert snapshot(store) == before
+
+
+class _DeletesDuringSwap:
+    """An object store that marks the promoted version deleted right after the alias write lands, as a
+    retention run would if it marked the version between promote's last status read and its swap."""
+
+    def __init__(self, store: ModelStore, version: int) -> None:
+        self._inner = store.objects
+        self._store = store
+        self._version = version
+
+    def __getattr__(self, attribute: str) -> object:
+        return getattr(self._inner, attribute)
+
+    def put(self, key: str, data: bytes, **conditions: object) -> str:
+        etag = self._inner.put(key, data, **conditions)  # type: ignore[arg-type]
+        if key.endswith("aliases/champion.json") and b'"version":%d' % self._version in data:
+            status = StatusRecord(status="retired", reason="deleted by retention", deleted=True)
+            self._inner.put(f"demo/versions/{self._version:06d}/status.json", status.model_dump_json().encode())
+        return etag
+
+
+def test_promotion_racing_with_retention_puts_the_alias_back(store: ModelStore) -> None:
+    # Given v1 champion, and retention marking v2 deleted just as a promotion of v2 swaps the alias
+    publish_versions(store, 2)
+    store.promote("demo", 1, by="t", reason="first")
+    racing = ModelStore(_DeletesDuringSwap(store, 2))  # type: ignore[arg-type]
+
+    # When v2 is promoted
+    with pytest.raises(VersionRefused, match="is being deleted"):
+        racing.promote("demo", 2, by="t", reason="try")
+
+    # Then the alias points at v1 again, and the history shows the move and its undo
+    state = store.alias("demo", "champion")
+    assert state is not None
+    assert (state.record.version, state.record.previous) == (1, [])
+    assert [(m.from_version, m.to_version, m.kind) for m in state.record.history] == [
+        (None, 1, "promote"),
+        (1, 2, "promote"),
+        (2, 1, "rollback"),
+    ]

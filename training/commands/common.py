@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 import getpass
 import socket
+from collections.abc import Iterable, Sequence
 
-from sklambda.settings import StoreSettings
+from pydantic import BaseModel
+
+from sklambda.registry import ServingCheck, resolve_model, serving_check
+from sklambda.runtimes import RUNTIMES
+from sklambda.settings import AdminSettings, StoreSettings
 from sklambda.store import ModelStore
 
 
@@ -33,3 +38,78 @@ def who(command: str) -> str:
     except OSError:
         user = "unknown"
     return f"{user}@{socket.gethostname()} ({command})"
+
+
+def add_model_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--name",
+        default=StoreSettings.from_env().model_name,
+        help="model name (default: $MODEL_NAME, else the only model in the store)",
+    )
+
+
+def add_registry_options(parser: argparse.ArgumentParser, *, json_output: bool = True) -> None:
+    """--store, --alias and --name for the registry commands, and --json for those that read."""
+    add_store_options(parser)
+    add_model_option(parser)
+    if json_output:
+        parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def open_model(args: argparse.Namespace) -> tuple[ModelStore, str]:
+    """The store and the model name the command acts on."""
+    store = open_store(args)
+    return store, resolve_model(store, args.name)
+
+
+def add_serving_check_options(parser: argparse.ArgumentParser) -> None:
+    settings = AdminSettings.from_env()
+    parser.add_argument(
+        "--serving-runtime",
+        choices=RUNTIMES,
+        default=settings.serving_runtime,
+        help="runtime that must load and self-test the version first (default: $SERVING_RUNTIME or onnx)",
+    )
+    parser.add_argument(
+        "--predict-function",
+        default=settings.predict_function_name,
+        help=(
+            "deployed predict function to run the self-test instead (default: $PREDICT_FUNCTION_NAME; "
+            "unset: this process runs it)"
+        ),
+    )
+    parser.add_argument("--reason", required=True, help="why: recorded in the alias history")
+
+
+def serving_check_for(args: argparse.Namespace, store: ModelStore) -> ServingCheck:
+    return serving_check(store, runtime=args.serving_runtime, predict_function_name=args.predict_function)
+
+
+def print_json(model: BaseModel) -> None:
+    print(model.model_dump_json(indent=2))
+
+
+def print_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    """Columns left-aligned and padded to their widest cell; numbers right-aligned."""
+    cells = [[str(cell) for cell in header], *[["-" if c is None else str(c) for c in row] for row in rows]]
+    widths = [max(len(row[column]) for row in cells) for column in range(len(header))]
+    numeric = [all(_is_number(row[column]) for row in cells[1:]) and len(cells) > 1 for column in range(len(header))]
+    for row in cells:
+        line = "  ".join(
+            cell.rjust(width) if is_number else cell.ljust(width)
+            for cell, width, is_number in zip(row, widths, numeric, strict=True)
+        )
+        print(line.rstrip())
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return text == "-"
+    return True
+
+
+def short_time(iso: str) -> str:
+    """2026-01-02T03:04:05.678Z → 2026-01-02 03:04:05Z"""
+    return iso.replace("T", " ")[:19] + "Z"

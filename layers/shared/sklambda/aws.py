@@ -1,13 +1,17 @@
 """The only module that talks to AWS (boto3). Everything else receives the objects made here.
 
-Retries are bounded so that a failing service gives a clear error inside the Lambda timeout rather than a
-timeout: botocore "standard" mode, 3 attempts, short connect/read timeouts (measured in shared notes: legacy
-mode with 5 attempts against a 503ing server took 6 s, standard with 3 took 2.2 s).
+A failing S3 must give a clear error inside the Lambda timeout (predict: 10 s), not a timeout. botocore retries
+by attempt count only, so its "standard" mode keeps deciding *whether* and *how long* to back off (throttling,
+5xx, connection errors), and a hook added here refuses any retry that could not finish within
+`RETRY_BUDGET_SECONDS` of the call's start, counting the worst case of one more attempt (connect + read timeout)
+plus the longest backoff botocore may pick. A failing call therefore ends within the budget, whatever S3 does
+(measured in tests/unit/test_s3_faults.py against a local server answering 503, SlowDown, or nothing at all).
 """
 
 from __future__ import annotations
 
 import functools
+import time
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -21,18 +25,55 @@ from sklambda.objects import Blob
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+# A failed S3 call gives up within this many seconds of its start (well inside predict's 10 s timeout).
+RETRY_BUDGET_SECONDS = 6.0
+_CONNECT_TIMEOUT = 1.0
+# Per socket read, not per download: a large artifact streams fine as long as bytes keep coming.
+_READ_TIMEOUT = 2.0
 _CLIENT_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": 3},
-    connect_timeout=2,
-    read_timeout=5,
+    retries={"mode": "standard", "max_attempts": 5},
+    connect_timeout=_CONNECT_TIMEOUT,
+    read_timeout=_READ_TIMEOUT,
 )
+_DEADLINE = "sklambda_retry_deadline"
+# botocore's standard backoff is rand(0, 1) * min(scale * 2 ** (attempt - 1), 20) with scale 1 for throttling
+# (less for other errors), plus at most 5 s more when S3 sends x-amz-retry-after.
+_MAX_BACKOFF_SECONDS = 20.0
+_RETRY_AFTER_EXTRA_SECONDS = 5.0
+
+
+def _start_retry_clock(context: dict[str, Any], **_: Any) -> None:
+    context[_DEADLINE] = time.monotonic() + RETRY_BUDGET_SECONDS
+
+
+def _refuse_retry_past_deadline(
+    request_dict: dict[str, Any], attempts: int, response: Any = None, **_: Any
+) -> bool | None:
+    """None lets botocore's own retry handler decide; False (registered first, so it wins) stops retrying."""
+    deadline = request_dict.get("context", {}).get(_DEADLINE)
+    if deadline is None:
+        return None
+    longest_backoff = min(2.0 ** (attempts - 1), _MAX_BACKOFF_SECONDS)
+    if response is not None and "x-amz-retry-after" in response[0].headers:
+        longest_backoff += _RETRY_AFTER_EXTRA_SECONDS
+    worst_next_attempt = longest_backoff + _CONNECT_TIMEOUT + _READ_TIMEOUT
+    return False if time.monotonic() + worst_next_attempt > deadline else None
+
+
+def make_s3_client(**client_options: Any) -> S3Client:
+    """An S3 client with bounded timeouts and retries that stop within RETRY_BUDGET_SECONDS."""
+    client = boto3.client("s3", config=_CLIENT_CONFIG, **client_options)
+    client.meta.events.register("before-call.s3", _start_retry_clock)
+    # The stubs type handlers as returning None; botocore reads needs-retry handlers' return values.
+    client.meta.events.register_first("needs-retry.s3", _refuse_retry_past_deadline)  # type: ignore[arg-type]
+    return client
 
 
 @functools.cache
 def s3_client() -> S3Client:
     # One client per process, reused across warm invocations; AWS_ENDPOINT_URL(_S3) points it at a local
     # S3 (moto server) for tests and `sam local`, without any code path of our own for that.
-    return boto3.client("s3", config=_CLIENT_CONFIG)
+    return make_s3_client()
 
 
 def _error_code(error: ClientError) -> str:
@@ -91,8 +132,14 @@ class S3Objects:
             raise StoreUnavailable(f"S3 {operation} on {self.uri(key)} failed: {error}") from error
 
     def get(self, key: str) -> Blob:
-        response = self._call("get_object", key)
-        return Blob(response["Body"].read(), response["ETag"].strip('"'))
+        return self._blob(key, self._call("get_object", key))
+
+    def _blob(self, key: str, response: Any) -> Blob:
+        try:
+            data = response["Body"].read()  # streamed after the call returned: its errors need mapping too
+        except BotoCoreError as error:
+            raise StoreUnavailable(f"S3 read of {self.uri(key)} failed: {error}") from error
+        return Blob(data, response["ETag"].strip('"'))
 
     def get_if_changed(self, key: str, etag: str | None) -> Blob | None:
         if etag is None:
@@ -103,7 +150,7 @@ class S3Objects:
             if _http_status(error) == 304:
                 return None
             raise
-        return Blob(response["Body"].read(), response["ETag"].strip('"'))
+        return self._blob(key, response)
 
     def put(self, key: str, data: bytes, *, if_match: str | None = None, if_none_match: bool = False) -> str:
         conditions: dict[str, str] = {}

@@ -9,6 +9,10 @@ class NotFound(SklambdaError):
     """An object, version or alias does not exist."""
 
 
+class InvalidName(SklambdaError, ValueError):
+    """A model, alias or file name that the store does not allow (it would escape its folder, for one)."""
+
+
 class PreconditionFailed(SklambdaError):
     """A conditional write lost: somebody else wrote first (compare-and-swap conflict)."""
 

@@ -57,6 +57,8 @@ class RuntimeSupport(BaseModel):
     supported: bool
     artifact: str | None = None
     detail: str | None = None
+    # ONNX operator sets the graph needs (domain → version): what an ONNX Runtime must support to serve it.
+    opset: dict[str, int] | None = None
 
 
 class Comparison(BaseModel):
@@ -102,10 +104,20 @@ class Manifest(BaseModel):
 
 
 class StatusRecord(BaseModel):
+    """A version's lifecycle state, the one mutable file of a version (the alias records what serves)."""
+
     status: VersionStatus
     reason: str
     updated_at: str = Field(default_factory=utc_now)
     by: str = "unknown"
+    # Set by retention before it deletes the version's files: such a version can no longer be promoted.
+    deleted: bool = False
+
+
+class VersionClaim(BaseModel):
+    """Written create-only to take a version number; tells retention how old an abandoned publish is."""
+
+    claimed_at: str = Field(default_factory=utc_now)
 
 
 class AliasMove(BaseModel):

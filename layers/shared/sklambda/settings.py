@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Self
+from typing import Annotated, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from sklambda.errors import ConfigError
 from sklambda.runtimes import RuntimeName
@@ -67,3 +67,21 @@ class RetrainSettings(StoreSettings):
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return value or None
+
+
+# An empty variable means unset: the template and `make serve` pass "" to switch a feature off.
+_EmptyIsUnset = Annotated[str | None, BeforeValidator(lambda value: value or None)]
+
+
+class AdminSettings(StoreSettings):
+    # The deployed predict function, asked to load and self-test a version before an alias may point at it.
+    # When unset (laptop, local API), the serving runtime below runs the self-test in this process.
+    predict_function_name: _EmptyIsUnset = None
+    serving_runtime: RuntimeName = "onnx"
+
+
+class RetentionSettings(_FromEnv):
+    """Defaults of the retention policy (`python -m training prune`); its options override them."""
+
+    retention_keep_last: int = Field(default=10, ge=1)
+    retention_keep_days: float = Field(default=30.0, ge=0)

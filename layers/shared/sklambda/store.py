@@ -2,7 +2,7 @@
 
 Layout under the store root (a local folder or s3://bucket/prefix), per model name:
 
-    <name>/versions/000001/claim.json       the version number, taken with a create-only write
+    <name>/versions/000001/claim.json       the version number and when it was taken (a create-only write)
     <name>/versions/000001/model.onnx       artifacts, each written create-only (never overwritten)
     <name>/versions/000001/model.joblib
     <name>/versions/000001/manifest.json    written last, with the sha256 of every artifact and of itself
@@ -11,6 +11,10 @@ Layout under the store root (a local folder or s3://bucket/prefix), per model na
 
 A version exists for readers only once its manifest is there and verifies, so a crash at any point leaves no
 version that looks complete but is not. Aliases move by compare-and-swap on the alias object's etag.
+
+Deleting a version (retention) runs the other way round: its status becomes a "deleted" tombstone first, then the
+manifest goes (the version stops existing for readers), then its artifacts. claim.json and status.json stay, so
+the number is never reused and the record of why the version went remains.
 """
 
 from __future__ import annotations
@@ -24,24 +28,38 @@ from pydantic import ValidationError
 from sklambda.errors import (
     AliasConflict,
     IntegrityError,
+    InvalidName,
     NotFound,
     PreconditionFailed,
     VersionRefused,
 )
-from sklambda.manifest import AliasMove, AliasRecord, Manifest, StatusRecord, canonical_json, sha256_hex
+from sklambda.manifest import (
+    AliasMove,
+    AliasRecord,
+    Manifest,
+    StatusRecord,
+    VersionClaim,
+    canonical_json,
+    sha256_hex,
+)
 from sklambda.objects import ObjectStore, open_object_store
 
 MANIFEST = "manifest.json"
+STATUS = "status.json"
+CLAIM = "claim.json"
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _MAX_VERSION_CLAIMS = 50
 _MAX_HISTORY = 500
+# Rollback can step back this many promotions. Bounded because every version on a rollback stack is protected
+# from retention: an unbounded stack would keep every version ever promoted.
+MAX_ROLLBACK_DEPTH = 10
 # Sentinel for "read the alias now" (None already means "the alias must not exist yet").
 _READ_NOW = object()
 
 
 def check_name(kind: str, value: str) -> str:
     if not _NAME_PATTERN.match(value):
-        raise ValueError(f"invalid {kind} {value!r}: use letters, digits, '.', '_' or '-' (at most 128)")
+        raise InvalidName(f"invalid {kind} {value!r}: use letters, digits, '.', '_' or '-' (at most 128)")
     return value
 
 
@@ -73,6 +91,10 @@ class ModelStore:
     def _alias_key(name: str, alias: str) -> str:
         return f"{check_name('model name', name)}/aliases/{check_name('alias', alias)}.json"
 
+    @staticmethod
+    def _aliases_prefix(name: str) -> str:
+        return f"{check_name('model name', name)}/aliases/"
+
     # ------------------------------------------------------------------ versions
 
     def publish(self, manifest: Manifest, files: dict[str, bytes]) -> Manifest:
@@ -91,7 +113,7 @@ class ModelStore:
             update={"version": version, "artifacts": {file: sha256_hex(data) for file, data in files.items()}}
         )
         self.objects.put(
-            self._version_key(manifest.name, version, "status.json"),
+            self._version_key(manifest.name, version, STATUS),
             _dump(StatusRecord(status="candidate", reason="published")),
             if_none_match=True,
         )
@@ -103,7 +125,7 @@ class ModelStore:
         candidate = max(self._version_numbers(name, complete_only=False), default=0) + 1
         for _ in range(_MAX_VERSION_CLAIMS):
             try:
-                self.objects.put(self._version_key(name, candidate, "claim.json"), b"{}", if_none_match=True)
+                self.objects.put(self._version_key(name, candidate, CLAIM), _dump(VersionClaim()), if_none_match=True)
                 return candidate
             except PreconditionFailed:
                 candidate += 1  # another writer took this number first
@@ -123,9 +145,30 @@ class ModelStore:
         return self._version_numbers(name, complete_only=True)
 
     def incomplete_versions(self, name: str) -> list[int]:
-        """Version numbers that were started but never completed (a crashed or running publish)."""
+        """Version numbers that were started but never completed (a crashed or running publish); not loadable."""
+        return [version for version, deleted in self._unlisted_versions(name) if not deleted]
+
+    def deleted_versions(self, name: str) -> list[int]:
+        """Version numbers deleted by retention (only their claim and tombstone status remain)."""
+        return [version for version, deleted in self._unlisted_versions(name) if deleted]
+
+    def _unlisted_versions(self, name: str) -> list[tuple[int, bool]]:
         complete = set(self.versions(name))
-        return [v for v in self._version_numbers(name, complete_only=False) if v not in complete]
+        started = [v for v in self._version_numbers(name, complete_only=False) if v not in complete]
+        return [(version, self.status(name, version).deleted) for version in started]
+
+    def version_files(self, name: str, version: int) -> list[str]:
+        """The file names stored under a version's folder, complete or not."""
+        prefix = self._version_key(name, version)
+        return [key[len(prefix) :] for key in self.objects.list(prefix)]
+
+    def claim(self, name: str, version: int) -> VersionClaim | None:
+        """When the version number was taken (None if unknown: a claim written before claims carried a time)."""
+        try:
+            claim = VersionClaim.model_validate_json(self.objects.get(self._version_key(name, version, CLAIM)).data)
+        except (NotFound, ValidationError):
+            return None
+        return claim
 
     def models(self) -> list[str]:
         return sorted({key.split("/", 1)[0] for key in self.objects.list("") if "/versions/" in key})
@@ -160,15 +203,38 @@ class ModelStore:
 
     def status(self, name: str, version: int) -> StatusRecord:
         try:
-            return StatusRecord.model_validate_json(
-                self.objects.get(self._version_key(name, version, "status.json")).data
-            )
+            return StatusRecord.model_validate_json(self.objects.get(self._version_key(name, version, STATUS)).data)
         except NotFound:
             return StatusRecord(status="candidate", reason="no status recorded")
 
     def set_status(self, name: str, version: int, record: StatusRecord) -> None:
         self.manifest(name, version)  # only complete versions have a status
-        self.objects.put(self._version_key(name, version, "status.json"), _dump(record))
+        self.objects.put(self._version_key(name, version, STATUS), _dump(record))
+
+    def delete_version(self, name: str, version: int) -> list[str]:
+        """Delete a version's manifest, then its artifacts. Only a version whose status is already a deleted
+        tombstone (`StatusRecord(deleted=True)`, written by retention after its checks) can be deleted.
+
+        A crash leaves either a complete version marked deleted (promote refuses it; the next run deletes it) or
+        an invisible version with leftover files (`purge_leftovers`). Returns the deleted file names."""
+        status = self.status(name, version)
+        if not status.deleted:
+            raise VersionRefused(f"{name} v{version} is not marked deleted; only retention deletes versions")
+        self.manifest(name, version)  # NotFound if already gone
+        self.objects.delete(self._version_key(name, version, MANIFEST))
+        return [MANIFEST, *self.purge_leftovers(name, version)]
+
+    def purge_leftovers(self, name: str, version: int) -> list[str]:
+        """Delete the files of a version that has no manifest (abandoned publish or interrupted deletion), keeping
+        claim.json and status.json so that the number is never reused."""
+        if self.objects.list(self._version_key(name, version, MANIFEST)):
+            raise VersionRefused(f"{name} v{version} is complete; delete it with delete_version")
+        removed = []
+        for file in self.version_files(name, version):
+            if file not in {CLAIM, STATUS}:
+                self.objects.delete(self._version_key(name, version, file))
+                removed.append(file)
+        return removed
 
     # ------------------------------------------------------------------ aliases
 
@@ -178,6 +244,18 @@ class ModelStore:
         except NotFound:
             return None
         return AliasState(AliasRecord.model_validate_json(blob.data), blob.etag)
+
+    def aliases(self, name: str) -> dict[str, AliasRecord]:
+        """Every alias of the model, by name."""
+        prefix = self._aliases_prefix(name)
+        found = {}
+        for key in self.objects.list(prefix):
+            alias = key[len(prefix) :].removesuffix(".json")
+            if key.endswith(".json") and "/" not in alias:
+                state = self.alias(name, alias)
+                if state is not None:
+                    found[alias] = state.record
+        return found
 
     def alias_if_changed(self, name: str, alias: str, etag: str | None) -> AliasState | None:
         """The alias if it changed since `etag` (a cheap conditional read); None if unchanged.
@@ -202,20 +280,21 @@ class ModelStore:
         """Point `alias` at `version` with one compare-and-swap.
 
         `expected` is the alias state the caller based its decision on (the gate's champion); by default the
-        alias is read now. If the alias moved since, AliasConflict is raised and nothing changes. `check` may
-        refuse the version (e.g. the serving runtime's load + self-test) before anything is written.
+        alias is read now, before the check. If the alias moved since, AliasConflict is raised and nothing changes.
+        `check` may refuse the version (e.g. the serving runtime's load + self-test) before anything is written.
+        The version's status becomes "promoted" after the move.
         """
         manifest = self.manifest(name, version)
-        status = self.status(name, version)
-        if status.status == "rejected":
-            raise VersionRefused(f"{name} v{version} was rejected ({status.reason}); it cannot be promoted")
-        if check is not None:
-            check(manifest)
+        self._refuse_unpromotable(name, version)
         current = self.alias(name, alias) if expected is _READ_NOW else expected
         if current is not None and not isinstance(current, AliasState):
             raise TypeError("expected must be an AliasState or None")
         if current is not None and current.record.version == version:
             return current.record
+        if check is not None:
+            check(manifest)
+        # Read again just before the swap: the check can take seconds, and retention may have started to delete.
+        self._refuse_unpromotable(name, version)
         move = AliasMove(
             from_version=current.record.version if current else None, to_version=version, by=by, reason=reason
         )
@@ -225,21 +304,72 @@ class ModelStore:
             record = AliasRecord(
                 alias=alias,
                 version=version,
-                previous=[*current.record.previous, current.record.version],
+                previous=[*current.record.previous, current.record.version][-MAX_ROLLBACK_DEPTH:],
                 history=[*current.record.history, move][-_MAX_HISTORY:],
             )
-        self._swap(name, alias, record, current)
+        etag = self._swap(name, alias, record, current)
+        self._undo_if_deleted_meanwhile(name, alias, record, etag, current)
+        self.objects.put(
+            self._version_key(name, version, STATUS),
+            _dump(StatusRecord(status="promoted", reason=f"promoted to {alias}: {reason}", by=by)),
+        )
         return record
 
-    def rollback(self, name: str, *, alias: str = "champion", by: str, reason: str) -> AliasRecord:
-        """Point `alias` back at the version it served before the last promotion (pops the rollback stack)."""
+    def _refuse_unpromotable(self, name: str, version: int) -> None:
+        status = self.status(name, version)
+        if status.deleted:
+            raise VersionRefused(f"{name} v{version} is being deleted ({status.reason}); it cannot be promoted")
+        if status.status == "rejected":
+            raise VersionRefused(f"{name} v{version} was rejected ({status.reason}); it cannot be promoted")
+
+    def _undo_if_deleted_meanwhile(
+        self, name: str, alias: str, record: AliasRecord, etag: str, before: AliasState | None
+    ) -> None:
+        """Retention marks a version deleted, then re-reads the aliases, then deletes. If our swap landed after its
+        re-read, the mark is already there: put the alias back (by compare-and-swap) so it never names a deleted
+        version."""
+        status = self.status(name, record.version)
+        if not status.deleted:
+            return
+        if before is None:
+            # A new alias has nothing to go back to (and the roles that promote may not delete): it stays, naming
+            # a version serving will refuse, as if the alias did not exist, until the next promotion replaces it.
+            raise VersionRefused(
+                f"{name} v{record.version} is being deleted ({status.reason}); promote another version to {alias!r}"
+            )
+        undo = AliasMove(
+            from_version=record.version,
+            to_version=before.record.version,
+            by="model store",
+            reason=f"undo: v{record.version} is being deleted by retention",
+            kind="rollback",
+        )
+        restored = before.record.model_copy(update={"history": [*record.history, undo][-_MAX_HISTORY:]})
+        self.objects.put(self._alias_key(name, alias), _dump(restored), if_match=etag)
+        raise VersionRefused(f"{name} v{record.version} is being deleted ({status.reason}); {alias!r} was not moved")
+
+    def rollback(
+        self,
+        name: str,
+        *,
+        alias: str = "champion",
+        by: str,
+        reason: str,
+        check: Callable[[Manifest], None] | None = None,
+    ) -> AliasRecord:
+        """Point `alias` back at the version it served before the last promotion (pops the rollback stack).
+
+        `check` may refuse the target (the serving runtime must still be able to load it). The version rolled
+        back from becomes "retired", the target "promoted" again."""
         current = self.alias(name, alias)
         if current is None:
             raise NotFound(f"alias {alias!r} of {name} does not exist; nothing to roll back")
         if not current.record.previous:
             raise VersionRefused(f"alias {alias!r} of {name} has no previous version to roll back to")
         target = current.record.previous[-1]
-        self.manifest(name, target)  # the target must still be a complete, verifiable version
+        manifest = self.manifest(name, target)  # the target must still be a complete, verifiable version
+        if check is not None:
+            check(manifest)
         record = AliasRecord(
             alias=alias,
             version=target,
@@ -252,14 +382,22 @@ class ModelStore:
             ][-_MAX_HISTORY:],
         )
         self._swap(name, alias, record, current)
+        left = current.record.version
+        self.objects.put(
+            self._version_key(name, left, STATUS),
+            _dump(StatusRecord(status="retired", reason=f"rolled back from {alias}: {reason}", by=by)),
+        )
+        self.objects.put(
+            self._version_key(name, target, STATUS),
+            _dump(StatusRecord(status="promoted", reason=f"{alias} again after rolling back v{left}: {reason}", by=by)),
+        )
         return record
 
-    def _swap(self, name: str, alias: str, record: AliasRecord, current: AliasState | None) -> None:
+    def _swap(self, name: str, alias: str, record: AliasRecord, current: AliasState | None) -> str:
         try:
             if current is None:
-                self.objects.put(self._alias_key(name, alias), _dump(record), if_none_match=True)
-            else:
-                self.objects.put(self._alias_key(name, alias), _dump(record), if_match=current.etag)
+                return self.objects.put(self._alias_key(name, alias), _dump(record), if_none_match=True)
+            return self.objects.put(self._alias_key(name, alias), _dump(record), if_match=current.etag)
         except PreconditionFailed:
             raise AliasConflict(
                 f"alias {alias!r} of {name} was moved by someone else meanwhile; nothing was changed. "
@@ -267,5 +405,5 @@ class ModelStore:
             ) from None
 
 
-def _dump(model: AliasRecord | StatusRecord) -> bytes:
+def _dump(model: AliasRecord | StatusRecord | VersionClaim) -> bytes:
     return canonical_json(model.model_dump(mode="json"))

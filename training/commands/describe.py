@@ -1,0 +1,82 @@
+"""`python -m training describe VERSION`: everything the store knows about one version."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from sklambda.registry import describe_version
+from training.commands.common import add_registry_options, open_model, print_json, print_table
+
+
+def register(commands: Any) -> None:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        "describe",
+        help="show one version's manifest: data, contract, metrics, libraries, checksums, status, aliases",
+        description="Show what the store recorded about one version (the full manifest with --json).",
+    )
+    parser.add_argument("version", type=int, help="version number")
+    add_registry_options(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    store, name = open_model(args)
+    detail = describe_version(store, name, args.version)
+    if args.json:
+        print_json(detail)
+        return 0
+    manifest, status = detail.manifest, detail.status
+    direction = "higher" if manifest.metric.greater_is_better else "lower"
+    aliases = [*detail.aliases, *(f"{alias} (rollback target)" for alias in detail.rollback_target_of)]
+    facts = [
+        ("created", manifest.created_at),
+        ("status", f"{status.status}: {status.reason} (by {status.by}, {status.updated_at})"),
+        ("aliases", ", ".join(aliases) or "-"),
+        ("task", f"{manifest.task} of {manifest.target!r} with {manifest.estimator}"),
+        ("data", f"{manifest.data.uri}  sha256 {manifest.data.sha256}  {manifest.data.rows} rows"),
+        ("metrics", ", ".join(f"{metric}={value:.6g}" for metric, value in manifest.metrics.items())),
+        ("gate metric", f"{manifest.metric.name} ({direction} is better)"),
+        (
+            "compared with",
+            f"v{manifest.compared_with.version}: "
+            + ", ".join(f"{metric}={value:.6g}" for metric, value in manifest.compared_with.metrics.items())
+            if manifest.compared_with
+            else "- (no champion then)",
+        ),
+        ("libraries", ", ".join(f"{library} {version}" for library, version in manifest.libraries.items())),
+        ("code version", manifest.code_version or "unknown"),
+        (
+            "runtimes",
+            "; ".join(
+                f"{runtime}: {support.artifact}" + (f" (opset {support.opset})" if support.opset else "")
+                if support.supported
+                else f"{runtime}: no ({support.detail})"
+                for runtime, support in manifest.runtimes.items()
+            ),
+        ),
+        *((f"sha256 {file}", digest) for file, digest in manifest.artifacts.items()),
+        ("sha256 manifest", manifest.manifest_sha256 or "-"),
+    ]
+    print(f"{manifest.name} v{manifest.version} in {store.uri}")
+    for label, value in facts:
+        print(f"  {label:<22}{value}")
+    print(f"  contract: {len(manifest.contract.features)} features")
+    print_table(
+        ["    feature", "kind", "type", "nullable", "seen in training"],
+        [
+            (
+                f"    {feature.name}",
+                feature.kind,
+                feature.value_type,
+                "yes" if feature.nullable else "no",
+                ", ".join(feature.categories)
+                if feature.categories is not None
+                else f"[{feature.minimum:g}, {feature.maximum:g}]"
+                if feature.minimum is not None and feature.maximum is not None
+                else "-",
+            )
+            for feature in manifest.contract.features
+        ],
+    )
+    return 0
