@@ -9,10 +9,10 @@ import sys
 from collections.abc import Sequence
 
 from sklambda.errors import SklambdaError
-from training.commands import train
+from training.commands import retrain, runs, train
 
 # Each command module registers its own parser; add a module here to add a command.
-COMMANDS = [train]
+COMMANDS = [train, retrain, runs]
 
 
 def build_parser() -> argparse.ArgumentParser:
