@@ -142,7 +142,7 @@ def probe_rows(contract: DataContract) -> pd.DataFrame:
             low[feature.name] = feature.minimum
             high[feature.name] = feature.maximum
         else:
-            categories: list[str | None] = list(feature.categories or [None])
+            categories: list[str | None] = list(feature.categories) if feature.categories else [None]
             low[feature.name], high[feature.name] = categories[0], categories[-1]
         empty[feature.name] = None if feature.nullable else low[feature.name]
     return pd.DataFrame([low, high, empty], columns=contract.names)
