@@ -95,7 +95,9 @@ def clean(frame: pd.DataFrame, target: str) -> tuple[pd.DataFrame, CleanReport]:
     for name in cleaned.columns:
         column = cleaned[name]
         if column.dtype == object or pd.api.types.is_string_dtype(column):
-            stripped = column.map(lambda value: (value.strip() or None) if isinstance(value, str) else value)
+            # Once per distinct value, not per row: a million rows of a text column hold a handful of values.
+            distinct = column.dropna().unique().tolist()
+            stripped = column.map({v: (v.strip() or None) if isinstance(v, str) else v for v in distinct})
             cleaned[name] = stripped.astype(object).where(stripped.notna(), None)
     missing_target = cleaned[target].isna()
     cleaned = cleaned.loc[~missing_target].reset_index(drop=True)

@@ -81,6 +81,12 @@ def _metric_drop(champion: Manifest, on_new_rows: dict[str, float]) -> float | N
     return before - now if champion.metric.greater_is_better else now - before
 
 
+def _canonical(column: pd.Series) -> pd.Series:
+    """canonical_category of every value, computed once per distinct value (a million rows hold a handful)."""
+    mapping = {value: canonical_category(value) for value in column.dropna().unique().tolist()}
+    return column.map(mapping).fillna(MISSING_CATEGORY)
+
+
 def _drift(frame: pd.DataFrame, champion: Manifest, config: TrainingConfig) -> list[str]:
     settings = config.data
     total = len(frame)
@@ -91,7 +97,7 @@ def _drift(frame: pd.DataFrame, champion: Manifest, config: TrainingConfig) -> l
         column = frame[feature.name]
         if feature.kind == "categorical":
             allowed = set(feature.categories or ())
-            encoded = column.map(canonical_category)
+            encoded = _canonical(column)
             unseen = encoded[(encoded != MISSING_CATEGORY) & ~encoded.isin(allowed)]
             if len(unseen) / total > settings.max_unseen_category_share:
                 examples = ", ".join(repr(value) for value in unseen.value_counts().index[:EXAMPLES])
@@ -116,7 +122,7 @@ def _drift(frame: pd.DataFrame, champion: Manifest, config: TrainingConfig) -> l
                     "saw it missing"
                 )
     if champion.task == "classification" and champion.classes is not None:
-        labels = frame[champion.target].map(canonical_category)
+        labels = _canonical(frame[champion.target])
         known = {canonical_category(label) for label in champion.classes}
         new = labels[~labels.isin(known)]
         if len(new) / total > settings.max_unseen_category_share:
