@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sklambda.errors import DataError, DataRejected, SklambdaError
+from sklambda.errors import DataError, DataRejected, NotFound, RunSkipped, SklambdaError
 from sklambda.manifest import Manifest, StatusRecord, utc_now
 from sklambda.runs import DataSummary, Lease, RunLock, RunLog, RunRecord, new_run_id
 from sklambda.runtimes.sklearn import load_pipeline
@@ -84,7 +84,7 @@ def release_reservation(context: RunContext, record: RunRecord, reason: str) -> 
 def run_retrain(context: RunContext, *, trigger: str, by: str, run_id: str | None = None) -> RunRecord:
     """Carry out one run. With `run_id`, continue the run that `reserve_run` queued; otherwise take the lock now.
 
-    Raises RunInProgress (before anything is recorded) when another run holds the lock. Every other failure
+    Raises RunSkipped (RunInProgress when another run holds the lock) before anything is recorded. Every other failure
     ends in a record with status "failed"; an unexpected exception is re-raised after the record is written,
     so the invocation fails too (and, in the cloud, its event goes to the dead-letter queue)."""
     lock = context.run_lock()
@@ -93,8 +93,13 @@ def run_retrain(context: RunContext, *, trigger: str, by: str, run_id: str | Non
         lease = lock.adopt(run_id, by)
         try:
             record = log.get(run_id)
-        except SklambdaError:
+        except NotFound:
             record = RunRecord(run_id=run_id, model=context.name, trigger=trigger, status="queued", by=by)
+        if record.status != "queued":
+            # A second delivery of the same asynchronous event (Lambda delivers at least once) after the first
+            # finished and handed the lock back: that run is done, nothing to train.
+            lease.release()
+            raise RunSkipped(f"run {run_id} was already carried out ({record.status})", run_id)
     else:
         lease = lock.acquire(new_run_id(), by)
         record = RunRecord(run_id=lease.run_id, model=context.name, trigger=trigger, status="queued", by=by)

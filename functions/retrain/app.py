@@ -21,7 +21,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from sklambda.errors import NotFound, RunInProgress, SklambdaError
+from sklambda.errors import NotFound, RunInProgress, RunSkipped, SklambdaError
 from sklambda.runs import RunLock, RunLog, RunRecord, check_run_id, notification
 from sklambda.serving import local_self_test, remote_self_test
 from sklambda.settings import RetrainSettings
@@ -149,9 +149,9 @@ def _run(event: dict[str, Any], context: LambdaContext, trigger: str, run_id: st
     by = f"retrain function ({trigger}, request {context.aws_request_id})"
     try:
         record = run_retrain(_run_context(context), trigger=trigger, by=by, run_id=run_id)
-    except RunInProgress as error:
+    except RunSkipped as error:
         metrics.add_metric(name="RetrainSkipped", unit=MetricUnit.Count, value=1)
-        logger.warning("retrain skipped: another run holds the lock", extra={"running": error.run_id})
+        logger.warning("retrain skipped", extra={"reason": str(error), "run_id": error.run_id})
         return {"skipped": True, "reason": str(error), "running_run_id": error.run_id}
     logger.info("retrain finished", extra={"run_id": record.run_id, "status": record.status, "reason": record.reason})
     body: dict[str, Any] = record.model_dump(mode="json")

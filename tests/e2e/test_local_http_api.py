@@ -99,6 +99,6 @@ def test_retrain_over_http_runs_asynchronously_then_predict_serves_the_new_versi
 
 
 def test_unknown_run_over_http_is_404(api: LocalApi) -> None:
-    status, body = request(api, "GET", "/retrain/20260101T000000Z-00000000")
+    status, body = request(api, "GET", "/retrain/20260101T000000000Z-00000000")
     assert status == 404
     assert "has no run" in body["error"]

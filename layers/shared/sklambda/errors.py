@@ -49,12 +49,19 @@ class RequestError(SklambdaError):
         self.status = status
 
 
-class RunInProgress(SklambdaError):
-    """Another retrain of the same model holds the run lock; this trigger starts no training."""
+class RunSkipped(SklambdaError):
+    """This trigger starts no training; `run_id` names the run that made it unnecessary."""
+
+    def __init__(self, message: str, run_id: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+
+
+class RunInProgress(RunSkipped):
+    """Another retrain of the same model holds the run lock."""
 
     def __init__(self, run_id: str, holder: str) -> None:
-        super().__init__(f"run {run_id or '?'} ({holder}) is in progress; no second training was started")
-        self.run_id = run_id
+        super().__init__(f"run {run_id or '?'} ({holder}) is in progress; no second training was started", run_id)
         self.holder = holder
 
 

@@ -29,20 +29,20 @@ from sklambda.store import check_name
 
 RunStatus = Literal["queued", "running", "promoted", "rejected", "failed"]
 FINISHED: frozenset[str] = frozenset({"promoted", "rejected", "failed"})
-RUN_ID_PATTERN = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
+RUN_ID_PATTERN = re.compile(r"^\d{8}T\d{9}Z-[0-9a-f]{8}$")
 
 Clock = Callable[[], float]
 
 
 def new_run_id(now: float | None = None) -> str:
-    """Sortable by start time (to the second), unique by its random suffix: 20261127T030000Z-1a2b3c4d."""
+    """Sortable by start time (to the millisecond), unique by its random suffix: 20261127T030000123Z-1a2b3c4d."""
     moment = datetime.fromtimestamp(time.time() if now is None else now, UTC)
-    return f"{moment:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+    return f"{moment:%Y%m%dT%H%M%S}{moment.microsecond // 1000:03d}Z-{secrets.token_hex(4)}"
 
 
 def check_run_id(run_id: str) -> str:
     if not RUN_ID_PATTERN.match(run_id):
-        raise NotFound(f"no run {run_id[:60]!r}: run ids look like 20261127T030000Z-1a2b3c4d")
+        raise NotFound(f"no run {run_id[:60]!r}: run ids look like 20261127T030000123Z-1a2b3c4d")
     return run_id
 
 
