@@ -167,16 +167,20 @@ def test_the_first_scheduled_run_promotes_and_is_recorded_and_announced(
     # Then v1 passes every gate check (the must-hold cases included) and becomes the champion
     assert (run["status"], run["version"], run["trigger"]) == ("promoted", 1, "schedule"), run
     checks = {check["name"]: check["passed"] for check in run["gate"]}
-    assert checks["first version"] and checks["serving self-test"]
+    assert checks["first version"]
+    assert checks["serving self-test"]
     assert sum(name.startswith("case: ") for name in checks) == 4
     assert all(checks.values())
     assert cloud.champion() == 1
     # And the run record has the data fingerprint, the rows, the metrics and the time per stage
-    assert run["data"]["rows"] == 344 and len(run["data"]["sha256"]) == 64
-    assert run["metrics"]["accuracy"] > 0.95 and run["champion_metrics"] is None
+    assert run["data"]["rows"] == 344
+    assert len(run["data"]["sha256"]) == 64
+    assert run["metrics"]["accuracy"] > 0.95
+    assert run["champion_metrics"] is None
     assert set(run["stages"]) == {"load", "validate", "train", "publish_and_gate"}
     status, recorded = cloud.get_run(run["run_id"])
-    assert status == 200 and recorded == run
+    assert status == 200
+    assert recorded == run
     # And the outcome went to the SNS topic and out as a metric
     (message,) = cloud.notifications()
     assert message["Subject"] == f"penguins v1 promoted: retrain run {run['run_id']}"
@@ -207,7 +211,7 @@ def test_post_retrain_answers_202_and_the_queued_run_promotes_the_challenger(clo
     assert (run["status"], run["version"], run["champion_version"]) == ("promoted", 2, 1), run
     assert run["champion_metrics"]["accuracy"] == run["metrics"]["accuracy"]
     assert cloud.predict_answer()[0] == 2
-    assert [item["run_id"] for item in cloud.list_runs()][0] == queued["run_id"]
+    assert next(item["run_id"] for item in cloud.list_runs()) == queued["run_id"]
 
 
 def test_unknown_or_malformed_run_id_is_404(cloud: Cloud) -> None:
@@ -243,7 +247,7 @@ def test_a_worse_challenger_is_rejected_and_the_champion_and_serving_answer_stay
     cloud.retrain = fresh_handler("functions.retrain.app", TRAINING_CONFIG=str(weak_config(tmp_path)))
 
     # When the API triggers a retrain and it runs
-    status, queued = cloud.post()
+    _status, queued = cloud.post()
     cloud.deliver()
 
     # Then v2 exists but is rejected with the reasons; v1 stays champion and predict answers exactly as before
@@ -351,7 +355,8 @@ def test_an_unparseable_file_fails_the_run_with_a_report(cloud: Cloud) -> None:
 
     assert run["status"] == "failed"
     assert run["reason"] == "the training data cannot be used"
-    assert "cannot parse" in run["data_problems"][0] and "broken.parquet" in run["data_problems"][0]
+    assert "cannot parse" in run["data_problems"][0]
+    assert "broken.parquet" in run["data_problems"][0]
     assert cloud.store.versions("penguins") == [1]
 
 
@@ -373,17 +378,17 @@ def test_data_under_a_prefix_in_several_files_and_formats_is_read_together(cloud
 
 def test_overlapping_triggers_start_one_training(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> None:
     # Given a scheduled run that is in the middle of training
-    import training.retrain
+    import training.flow
 
     entered, release = threading.Event(), threading.Event()
-    real_train = training.retrain.train
+    real_train = training.flow.train
 
     def slow_train(*args: Any, **kwargs: Any) -> Any:
         entered.set()
         assert release.wait(30)
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(training.retrain, "train", slow_train)
+    monkeypatch.setattr("training.retrain.train", slow_train)
     results: list[dict[str, Any]] = []
     first = threading.Thread(target=lambda: results.append(cloud.schedule()))
     first.start()
@@ -408,7 +413,7 @@ def test_overlapping_triggers_start_one_training(cloud: Cloud, monkeypatch: pyte
 
 def test_a_duplicate_delivery_of_the_queued_invocation_trains_once(cloud: Cloud) -> None:
     # Given a queued run whose asynchronous invocation Lambda delivers twice (at-least-once delivery)
-    status, queued = cloud.post()
+    _status, queued = cloud.post()
     cloud.invocations.append(cloud.invocations[0])
 
     # When both deliveries run, one after the other
