@@ -158,7 +158,7 @@ class InProcessLambdaRunner(LocalLambdaRunner):  # type: ignore[misc]  # samcli 
         # handler already has the host's credential chain, so pass only the region and never read credentials here.
         return {"region": self.aws_region}
 
-    # The interface LocalApigwService drives (samcli 1.170.0 LocalLambdaRunner.invoke).
+    # The interface LocalApigwService and LocalLambdaHttpService drive (samcli 1.170.0 LocalLambdaRunner.invoke).
     def invoke(
         self,
         function_identifier: str,
@@ -167,18 +167,30 @@ class InProcessLambdaRunner(LocalLambdaRunner):  # type: ignore[misc]  # samcli 
         stdout: Any = None,
         stderr: Any = None,
         **_container_options: Any,
-    ) -> None:
-        """Invoke like the container runtime does: the result (or the runtime's error document) goes to `stdout`."""
+    ) -> dict[str, str] | None:
+        """Invoke like the container runtime does: the result (or the runtime's error document) goes to `stdout`.
+
+        Returns the response headers LocalLambdaHttpService adds: X-Amz-Function-Error when the handler failed, as
+        the Lambda service sets it (samcli's own test for an error document misses the runtime's `requestId` key).
+        LocalApigwService ignores the return value."""
         function = self.get_function(function_identifier, tenant_id)
         request_id = str(uuid.uuid4())
+        headers = None
         try:
             response = self._invoke_function(function, json.loads(event), request_id, stderr, tenant_id)
-        except LambdaTimeoutError:
-            return  # like a stopped container: no response at all, which LocalApigwService answers with a 502
+        except LambdaTimeoutError as error:
+            # Like a stopped container: no response at all, which LocalApigwService answers with a 502; the Lambda
+            # service reports the timeout as an unhandled error.
+            if _container_options.get("invocation_type") is None:
+                return None
+            response = json.dumps(_runtime_error_document(error, request_id))
+            headers = {"X-Amz-Function-Error": "Unhandled"}
         except Exception as error:
             response = json.dumps(_runtime_error_document(error, request_id))
+            headers = {"X-Amz-Function-Error": "Unhandled"}
         if stdout is not None:
             stdout.write_str(response)
+        return headers
 
     def invoke_handler(self, function_identifier: str, event: Any) -> Any:
         """Invoke synchronously (InvocationType=RequestResponse): the handler's result as JSON would return it.

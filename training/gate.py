@@ -73,7 +73,7 @@ def metric_checks(
         else:
             # Divided by |champion| (MLflow divides by the champion): the sign stays right for a negative r2.
             relative = (challenger - champion) / abs(champion) if greater else (champion - challenger) / abs(champion)
-            passed = relative >= gate.min_relative_change
+            passed = round(relative, 9) >= gate.min_relative_change  # rounded as in _at_least
             detail = (
                 f"{metric.name} improves on {champion_label} by {relative:.2%} "
                 f"({'>=' if passed else '<'} min_relative_change {gate.min_relative_change:.2%})"
