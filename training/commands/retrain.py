@@ -10,11 +10,17 @@ from typing import Any
 
 from sklambda.errors import SklambdaError
 from sklambda.runs import RunRecord
-from sklambda.runtimes import RUNTIMES
 from sklambda.serving import local_self_test
 from training.budget import Limits
-from training.commands.common import add_store_options, open_store, who
-from training.config import DEFAULT_CONFIG, load_config
+from training.commands.common import (
+    add_config_option,
+    add_data_option,
+    add_serving_runtime_option,
+    add_store_options,
+    open_store,
+    who,
+)
+from training.config import load_config
 from training.flow import git_version
 from training.retrain import DEFAULT_LOCK_SECONDS, RunContext, run_retrain
 
@@ -30,25 +36,11 @@ def register(commands: Any) -> None:
             "run is recorded (see `python -m training runs`). Exit code 0: promoted or rejected; 1: failed."
         ),
     )
-    parser.add_argument(
-        "--data",
-        default=os.environ.get("DATA_URI"),
-        help="CSV or Parquet: a file, a folder, or an s3://bucket/prefix (all files under it). Default: $DATA_URI.",
-    )
+    add_data_option(parser)
     parser.add_argument("--name", help="model name (default: model.name in the configuration, or $MODEL_NAME)")
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=os.environ.get("TRAINING_CONFIG") or DEFAULT_CONFIG,
-        help="training configuration file (default: $TRAINING_CONFIG or training/config.toml)",
-    )
+    add_config_option(parser)
     add_store_options(parser)
-    parser.add_argument(
-        "--serving-runtime",
-        choices=RUNTIMES,
-        default=os.environ.get("SERVING_RUNTIME", "onnx"),
-        help="runtime that must load and self-test the new version before it is promoted (default: onnx)",
-    )
+    add_serving_runtime_option(parser)
     parser.add_argument(
         "--max-seconds", type=float, help="refuse the run if it would not finish within this (default: no limit)"
     )

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 from typing import Any
 
 from sklambda.runs import RunLog, RunRecord
-from training.commands.common import add_store_options, open_store
+from training.commands.common import add_config_option, add_store_options, open_store
 from training.commands.retrain import describe
-from training.config import DEFAULT_CONFIG, load_config
+from training.config import load_config
 
 COLUMNS = ("RUN", "TRIGGER", "STATUS", "VERSION", "METRIC", "CHALLENGER", "CHAMPION", "ROWS", "SECONDS", "REASON")
 REASON_WIDTH = 70
@@ -25,12 +24,7 @@ def register(commands: Any) -> None:
     )
     parser.add_argument("run_id", nargs="?", help="show this run in full")
     parser.add_argument("--name", help="model name (default: $MODEL_NAME, else model.name in the configuration)")
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=os.environ.get("TRAINING_CONFIG") or DEFAULT_CONFIG,
-        help="training configuration that names the model (default: $TRAINING_CONFIG or training/config.toml)",
-    )
+    add_config_option(parser, "training configuration that names the model")
     parser.add_argument("--limit", type=int, default=20, help="how many runs to list (default: 20)")
     add_store_options(parser)
     parser.set_defaults(handler=run)
