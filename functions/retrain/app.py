@@ -21,7 +21,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from sklambda.errors import NotFound, RunInProgress, RunSkipped, SklambdaError
+from sklambda.errors import NotFound, RequestError, RunInProgress, RunSkipped, SklambdaError
 from sklambda.runs import RunLock, RunLog, RunRecord, check_run_id, notification
 from sklambda.serving import local_self_test, remote_self_test
 from sklambda.settings import RetrainSettings
@@ -39,6 +39,7 @@ store = ModelStore.from_uri(settings.model_store_uri)
 app = APIGatewayRestResolver(serializer=lambda body: orjson.dumps(body).decode())
 
 MAX_LISTED_RUNS = 100
+MAX_REASON_CHARS = 200
 
 
 def _notify(record: RunRecord) -> None:
@@ -81,12 +82,31 @@ def _caller() -> str:
     return identity.user_arn or identity.caller or identity.source_ip or "unknown caller"
 
 
+def _request_reason() -> str:
+    """The optional `{"reason": "..."}` a caller gives for the run (recorded with it); any other body is a 400."""
+    body = app.current_event.body
+    if not body or not body.strip():
+        return ""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise RequestError(400, 'the body must be empty or JSON {"reason": "why this run"}') from None
+    reason = parsed.get("reason", "") if isinstance(parsed, dict) else None
+    if not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS or set(parsed) - {"reason"}:
+        raise RequestError(
+            400, f'the body must be empty or JSON {{"reason": "..."}} (at most {MAX_REASON_CHARS} characters)'
+        )
+    return reason
+
+
 @app.post("/retrain")
 def start_run() -> Response[str]:
     context = app.lambda_context
+    reason = _request_reason()
     run_context = _run_context(context)
+    by = f"POST /retrain by {_caller()}" + (f": {reason}" if reason else "")
     try:
-        record = reserve_run(run_context, trigger="api", by=f"POST /retrain by {_caller()}")
+        record = reserve_run(run_context, trigger="api", by=by)
     except RunInProgress as error:
         metrics.add_metric(name="RetrainSkipped", unit=MetricUnit.Count, value=1)
         return _json(409, {"error": str(error), "run_id": error.run_id, "status_url": f"/retrain/{error.run_id}"})
@@ -133,6 +153,11 @@ def _described(record: RunRecord) -> dict[str, Any]:
             body["status"] = "abandoned"
             body["reason"] = "the run's lock expired before it recorded a result: it died (see its logs and the DLQ)"
     return body
+
+
+@app.exception_handler(RequestError)
+def bad_request(error: RequestError) -> Response[str]:
+    return _json(error.status, {"error": str(error)})
 
 
 @app.exception_handler(SklambdaError)

@@ -201,7 +201,7 @@ def test_post_retrain_answers_202_and_the_queued_run_promotes_the_challenger(clo
     assert cloud.invocations == [(FUNCTION_NAME, {"retrain_run": {"run_id": queued["run_id"], "trigger": "api"}})]
     status, pending = cloud.get_run(queued["run_id"])
     assert (status, pending["status"]) == (200, "queued")
-    assert pending["by"] == "POST /retrain by arn:aws:iam::123456789012:user/data-scientist"
+    assert pending["by"] == "POST /retrain by arn:aws:iam::123456789012:user/data-scientist: new data uploaded"
 
     # When the Lambda service delivers that invocation
     cloud.deliver()
@@ -212,6 +212,17 @@ def test_post_retrain_answers_202_and_the_queued_run_promotes_the_challenger(clo
     assert run["champion_metrics"]["accuracy"] == run["metrics"]["accuracy"]
     assert cloud.predict_answer()[0] == 2
     assert next(item["run_id"] for item in cloud.list_runs()) == queued["run_id"]
+
+
+@pytest.mark.parametrize("body", ["{not json", '{"reason": 3}', '{"reason": "ok", "force": true}', "[1]"])
+def test_post_retrain_with_a_malformed_body_is_400_and_queues_nothing(cloud: Cloud, body: str) -> None:
+    event = load_event("retrain-api")
+    event["body"] = body
+    response = cloud.retrain.lambda_handler(event, RetrainContext())
+    assert response["statusCode"] == 400
+    assert json.loads(response["body"])["error"].startswith("the body must be empty or JSON")
+    assert cloud.invocations == []
+    assert cloud.list_runs() == []
 
 
 def test_unknown_or_malformed_run_id_is_404(cloud: Cloud) -> None:
