@@ -117,7 +117,7 @@ class BudgetSection(_Strict):
     # Estimates are multiplied by this before they are compared with what is left.
     safety_factor: float = Field(default=1.5, ge=1)
     # Seconds kept back for publishing, the gate and the run record after training.
-    reserve_seconds: float = Field(default=60.0, ge=0)
+    reserve_seconds: float = Field(default=30.0, ge=0)
 
 
 class TrainingConfig(_Strict):

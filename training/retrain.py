@@ -66,7 +66,7 @@ def reserve_run(context: RunContext, *, trigger: str, by: str) -> RunRecord:
     record it as queued. Raises RunInProgress when a run holds the lock."""
     run_id = new_run_id()
     context.run_lock().acquire(run_id, by, started=False)
-    record = RunRecord(run_id=run_id, model=context.name, trigger=trigger, status="queued", by=by)
+    record = RunRecord(run_id=run_id, name=context.name, trigger=trigger, status="queued", by=by)
     context.run_log().save(record)
     return record
 
@@ -94,7 +94,7 @@ def run_retrain(context: RunContext, *, trigger: str, by: str, run_id: str | Non
         try:
             record = log.get(run_id)
         except NotFound:
-            record = RunRecord(run_id=run_id, model=context.name, trigger=trigger, status="queued", by=by)
+            record = RunRecord(run_id=run_id, name=context.name, trigger=trigger, status="queued", by=by)
         if record.status != "queued":
             # A second delivery of the same asynchronous event (Lambda delivers at least once) after the first
             # finished and handed the lock back: that run is done, nothing to train.
@@ -102,7 +102,7 @@ def run_retrain(context: RunContext, *, trigger: str, by: str, run_id: str | Non
             raise RunSkipped(f"run {run_id} was already carried out ({record.status})", run_id)
     else:
         lease = lock.acquire(new_run_id(), by)
-        record = RunRecord(run_id=lease.run_id, model=context.name, trigger=trigger, status="queued", by=by)
+        record = RunRecord(run_id=lease.run_id, name=context.name, trigger=trigger, status="queued", by=by)
     started = time.perf_counter()
     record = record.model_copy(update={"status": "running", "started_at": utc_now()})
     log.save(record)
@@ -122,7 +122,7 @@ def run_retrain(context: RunContext, *, trigger: str, by: str, run_id: str | Non
         if record.status == "failed" and record.version is not None:
             _reject_unpromoted(context, record)
         record.finished_at = utc_now()
-        record.seconds = round(time.perf_counter() - started, 3)
+        record.duration_seconds = round(time.perf_counter() - started, 3)
         log.save(record)
         if not lease.release():
             logger.warning("run %s: the lock had expired and was taken over before the run ended", record.run_id)

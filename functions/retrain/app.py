@@ -22,7 +22,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from sklambda.errors import NotFound, RequestError, RunInProgress, RunSkipped, SklambdaError
-from sklambda.runs import RunLock, RunLog, RunRecord, check_run_id, notification
+from sklambda.runs import RunLock, RunLog, RunRecord, check_run_id, notification, run_reply
 from sklambda.serving import local_self_test, remote_self_test
 from sklambda.settings import RetrainSettings
 from sklambda.store import ModelStore
@@ -45,8 +45,8 @@ MAX_REASON_CHARS = 200
 def _notify(record: RunRecord) -> None:
     """Every finished run: a metric per outcome, its duration, and a message on the SNS topic."""
     metrics.add_metric(name=f"Retrain{record.status.capitalize()}", unit=MetricUnit.Count, value=1)
-    if record.seconds is not None:
-        metrics.add_metric(name="RetrainSeconds", unit=MetricUnit.Seconds, value=record.seconds)
+    if record.duration_seconds is not None:
+        metrics.add_metric(name="RetrainSeconds", unit=MetricUnit.Seconds, value=record.duration_seconds)
     if settings.retrain_topic_arn:
         from sklambda.aws import publish_message  # boto3 only when a topic is configured
 
@@ -145,9 +145,9 @@ def _run_log() -> RunLog:
 
 
 def _described(record: RunRecord) -> dict[str, Any]:
-    body: dict[str, Any] = record.model_dump(mode="json")
+    body = run_reply(record)
     if not record.finished:
-        holder = RunLock(store.objects, record.model, ttl_seconds=settings.retrain_lock_seconds).current()
+        holder = RunLock(store.objects, record.name, ttl_seconds=settings.retrain_lock_seconds).current()
         if holder is None or holder.run_id != record.run_id:
             # Its lock is gone without a result: the invocation died (timeout, memory); see the dead-letter queue.
             body["status"] = "abandoned"
@@ -179,8 +179,7 @@ def _run(event: dict[str, Any], context: LambdaContext, trigger: str, run_id: st
         logger.warning("retrain skipped", extra={"reason": str(error), "run_id": error.run_id})
         return {"skipped": True, "reason": str(error), "running_run_id": error.run_id}
     logger.info("retrain finished", extra={"run_id": record.run_id, "status": record.status, "reason": record.reason})
-    body: dict[str, Any] = record.model_dump(mode="json")
-    return body
+    return run_reply(record)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -117,7 +117,7 @@ def test_run_records_round_trip_and_list_newest_first(store: ModelStore) -> None
     log = RunLog(store.objects, "demo")
     ids = [new_run_id(now) for now in (1_800_000_000.0, 1_800_000_000.5, 1_800_000_060.0)]
     for run_id in ids:
-        log.save(RunRecord(run_id=run_id, model="demo", trigger="schedule", status="queued"))
+        log.save(RunRecord(run_id=run_id, name="demo", trigger="schedule", status="queued"))
     done = log.get(ids[0]).model_copy(update={"status": "promoted", "version": 3})
     log.save(done)
 
@@ -137,7 +137,7 @@ def test_malformed_run_ids_are_not_found(bad: str) -> None:
 def test_the_notification_names_model_version_outcome_and_failed_checks() -> None:
     record = RunRecord(
         run_id=new_run_id(),
-        model="demo",
+        name="demo",
         trigger="api",
         status="rejected",
         version=4,

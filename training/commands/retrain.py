@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
 def describe(record: RunRecord) -> str:
     """A run record for people: outcome, data, metrics, every gate check, data problems."""
-    lines = [f"run {record.run_id} ({record.trigger}): {record.status.upper()} in {record.seconds} s"]
+    lines = [f"run {record.run_id} ({record.trigger}): {record.status.upper()} in {record.duration_seconds} s"]
     if record.reason:
         lines.append(f"  reason: {record.reason}")
     if record.data is not None:
@@ -94,7 +94,7 @@ def describe(record: RunRecord) -> str:
             f"sha256 {(data.sha256 or '')[:12]}"
         )
     if record.version is not None:
-        lines.append(f"  version: {record.model} v{record.version}")
+        lines.append(f"  version: {record.name} v{record.version}")
     if record.metrics:
         lines.append("  challenger: " + ", ".join(f"{k}={v}" for k, v in record.metrics.items()))
     if record.champion_metrics:

@@ -59,7 +59,7 @@ def row(record: RunRecord) -> tuple[str, ...]:
         "-" if challenger is None else f"{challenger:g}",
         "-" if champion is None else f"{champion:g}",
         str(record.data.rows) if record.data else "-",
-        "-" if record.seconds is None else f"{record.seconds:.1f}",
+        "-" if record.duration_seconds is None else f"{record.duration_seconds:.1f}",
         reason,
     )
 

@@ -64,14 +64,14 @@ class DataSummary(BaseModel):
 
 class RunRecord(BaseModel):
     run_id: str
-    model: str
+    name: str  # the model's
     trigger: str
     status: RunStatus
     reason: str = ""
     requested_at: str = Field(default_factory=utc_now)
     started_at: str | None = None
     finished_at: str | None = None
-    seconds: float | None = None
+    duration_seconds: float | None = None
     by: str = "unknown"
     data: DataSummary | None = None
     # What was wrong with the data, one line each (schema drift, too few rows, one class, unreadable file...).
@@ -90,13 +90,28 @@ class RunRecord(BaseModel):
         return self.status in FINISHED
 
 
+def run_reply(record: RunRecord) -> dict[str, Any]:
+    """What the retrain function answers about a run: the record, plus the keys its replies had before runs were
+    recorded (`model`, `promoted`, `champion`, `seconds` per stage), which callers may already read."""
+    reply: dict[str, Any] = record.model_dump(mode="json")
+    reply["model"] = {"name": record.name, "version": record.version}
+    reply["promoted"] = record.status == "promoted"
+    reply["champion"] = (
+        {"version": record.champion_version, "metrics": record.champion_metrics}
+        if record.champion_version is not None
+        else None
+    )
+    reply["seconds"] = dict(record.stages)
+    return reply
+
+
 def notification(record: RunRecord) -> tuple[str, dict[str, Any], dict[str, str]]:
     """(subject, message, attributes) announcing a finished run, e.g. on an SNS topic."""
     version = f" v{record.version}" if record.version is not None else ""
-    subject = f"{record.model}{version} {record.status}: retrain run {record.run_id}"
+    subject = f"{record.name}{version} {record.status}: retrain run {record.run_id}"
     message = record.model_dump(mode="json", exclude={"gate"})
     message["failed_checks"] = [check.model_dump() for check in record.gate if not check.passed]
-    attributes = {"model": record.model, "status": record.status, "trigger": record.trigger}
+    attributes = {"model": record.name, "status": record.status, "trigger": record.trigger}
     return subject, message, attributes
 
 
