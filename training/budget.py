@@ -11,8 +11,9 @@ from typing import Any
 from sklambda.errors import BudgetExceeded
 from training.config import BudgetSection
 
-LAMBDA_MAX_SECONDS = 900
-LAMBDA_MAX_MEMORY_MB = 10240
+# The share of a run's time that publishing and the gate take after training (13-16% measured from 1 to 6
+# million rows by benchmarks/retrain_scaling.py): what must still be left when training is done.
+PUBLISH_AND_GATE_SHARE = 0.2
 
 WHAT_TO_DO = (
     "Train it outside the Lambda, on a machine with more time and memory, with the same flow: "
@@ -83,13 +84,14 @@ def check_fits(needed: Estimate, limits: Limits, budget: BudgetSection, data_uri
         )
 
 
-def check_time_left(limits: Limits, budget: BudgetSection, stage: str, data_uri: str) -> None:
-    """Between stages: enough time left to finish (publish, gate, record) within reserve_seconds?"""
+def check_time_left(needed: Estimate, limits: Limits, budget: BudgetSection, stage: str, data_uri: str) -> None:
+    """After training: is there still time to publish, gate and record (training may have overrun)?"""
     if limits.seconds_left is None:
         return
     left = limits.seconds_left()
-    if left < budget.reserve_seconds:
+    still_needed = needed.seconds * PUBLISH_AND_GATE_SHARE * budget.safety_factor + budget.reserve_seconds
+    if left < still_needed:
         raise BudgetExceeded(
-            f"only {left:.0f} s left after {stage}, less than the {budget.reserve_seconds:.0f} s kept to publish "
-            "and gate: stopping before anything is published. " + WHAT_TO_DO.format(uri=data_uri)
+            f"only {left:.0f} s left after {stage}; publishing, the gate and the run record need about "
+            f"{still_needed:.0f} s: stopping before anything is published. " + WHAT_TO_DO.format(uri=data_uri)
         )

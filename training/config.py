@@ -110,14 +110,14 @@ class BudgetSection(_Strict):
     benchmarks/retrain_scaling.py for the sample pipeline; re-measure for a heavier estimator. A run that
     would not fit in the time or memory it has is refused before training starts."""
 
-    base_seconds: float = Field(default=5.0, ge=0)
+    base_seconds: float = Field(default=1.0, ge=0)
     seconds_per_million_cells: float = Field(default=4.5, ge=0)
     base_mb: float = Field(default=250.0, ge=0)
     mb_per_million_cells: float = Field(default=60.0, ge=0)
     # Estimates are multiplied by this before they are compared with what is left.
     safety_factor: float = Field(default=1.5, ge=1)
-    # Seconds kept back for publishing, the gate and the run record after training.
-    reserve_seconds: float = Field(default=30.0, ge=0)
+    # Seconds kept back for writing the run record and the notification at the end.
+    reserve_seconds: float = Field(default=5.0, ge=0)
 
 
 class TrainingConfig(_Strict):

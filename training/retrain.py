@@ -172,7 +172,7 @@ def _carry_out(context: RunContext, record: RunRecord, lease: Lease) -> None:
 
     trained = train(table, config, code_version=context.code_version)
     stage_done("train")
-    check_time_left(context.limits, config.budget, "training", context.data_uri)
+    check_time_left(needed, context.limits, config.budget, "training", context.data_uri)
 
     def before_promotion(manifest: Manifest) -> None:
         lease.renew()  # raises if the lease was lost: then another run may be promoting, and this one must not

@@ -487,8 +487,8 @@ def test_a_killed_run_leaves_a_lock_that_expires(cloud: Cloud) -> None:
 
 
 def test_a_run_too_big_for_the_time_left_refuses_before_training(cloud: Cloud) -> None:
-    # Given an invocation with 20 s left (less than the estimate with its safety margin and reserve)
-    run = cloud.schedule(RetrainContext(remaining_ms=20_000))
+    # Given an invocation with 5 s left (less than the estimate with its safety margin and reserve)
+    run = cloud.schedule(RetrainContext(remaining_ms=5_000))
 
     # Then it refuses clearly, with what to do, before anything is trained or published
     assert run["status"] == "failed"
