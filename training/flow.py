@@ -229,8 +229,13 @@ def publish_and_gate(
 
 
 def _passed_reason(checks: list[GateCheck]) -> str:
-    metric = next((check.detail for check in checks if check.name in ("beats champion", "first version")), "")
-    return f"{metric}; {len(checks)} gate checks passed" if metric else f"{len(checks)} gate checks passed"
+    """The reason recorded with a promotion: how it compares with the champion (every check is in the run record)."""
+    for check in checks:
+        if check.name == "first version":
+            return f"first version: {check.detail}"
+        if check.name == "beats champion":
+            return check.detail
+    return f"{len(checks)} gate checks passed"
 
 
 def gate_checks(
