@@ -50,7 +50,24 @@ def read_data_files(uri: str) -> list[tuple[str, bytes]]:
     return [(store.uri(key), store.get(key).data) for key in keys]
 
 
+PARQUET_MAGIC = b"PAR1"
+
+
+def check_parquet_framing(name: str, data: bytes) -> None:
+    """Refuse bytes that are not framed as Parquet (PAR1 ... footer, footer length, PAR1) before a reader trusts
+    the footer length they claim: fastparquet allocates whatever it says, and a corrupt file then exhausts the
+    memory (or crashes the process) instead of failing with a report."""
+    size = len(data)
+    if size < 12 or data[:4] != PARQUET_MAGIC or data[-4:] != PARQUET_MAGIC:
+        raise DataError(f"cannot parse {name}: not a Parquet file (no PAR1 magic at both ends; truncated?)")
+    footer = int.from_bytes(data[-8:-4], "little")
+    if footer > size - 12:
+        raise DataError(f"cannot parse {name}: corrupt Parquet footer (claims {footer} bytes in a {size}-byte file)")
+
+
 def parse_table(name: str, data: bytes) -> pd.DataFrame:
+    if name.endswith(PARQUET_SUFFIXES):
+        check_parquet_framing(name, data)
     try:
         if name.endswith(PARQUET_SUFFIXES):
             return pd.read_parquet(io.BytesIO(data), engine="fastparquet")

@@ -362,15 +362,40 @@ def test_drifting_data_fails_the_run_with_a_report_and_nothing_moves(
     assert cloud.notifications()[-1]["MessageAttributes"]["status"]["Value"] == "failed"
 
 
-def test_an_unparseable_file_fails_the_run_with_a_report(cloud: Cloud) -> None:
+def _parquet_bytes() -> bytes:
+    buffer = io.BytesIO()
+    penguins().to_parquet(buffer, engine="fastparquet", index=False)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        # A footer length read from garbage (~1.9 GB here) once made the reader exhaust the memory: framing first
+        pytest.param(lambda: b"PAR1 this is not parquet", "not a Parquet file", id="garbage"),
+        pytest.param(lambda: _parquet_bytes()[:-100], "not a Parquet file", id="truncated"),
+        pytest.param(
+            lambda: b"PAR1" + b"x" * 20 + (2**31 - 1).to_bytes(4, "little") + b"PAR1",
+            "corrupt Parquet footer",
+            id="footer",
+        ),
+        # well framed, but the footer length points into the column data: the reader's own error, reported
+        pytest.param(
+            lambda: _parquet_bytes()[:-8] + (10).to_bytes(4, "little") + b"PAR1", "cannot parse", id="damaged"
+        ),
+    ],
+)
+def test_an_unparseable_file_fails_the_run_with_a_report(
+    cloud: Cloud, content: Callable[[], bytes], problem: str
+) -> None:
     cloud.schedule()
-    cloud.upload(b"PAR1 this is not parquet", key="data/broken.parquet")
+    cloud.upload(content(), key="data/broken.parquet")
 
     run = cloud.schedule()
 
     assert run["status"] == "failed"
     assert run["reason"] == "the training data cannot be used"
-    assert "cannot parse" in run["data_problems"][0]
+    assert problem in run["data_problems"][0]
     assert "broken.parquet" in run["data_problems"][0]
     assert cloud.store.versions("penguins") == [1]
 
