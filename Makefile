@@ -10,6 +10,7 @@ MODEL_STORE_URI ?= model-store
 DATA ?= training/data/penguins.csv
 HOST ?= 127.0.0.1
 PORT ?= 3000
+LAMBDA_PORT ?= 3001
 
 .PHONY: help dev demo train serve test lint typecheck unit integration template e2e build validate deploy clean
 
@@ -45,7 +46,7 @@ serve: $(STAMP)
 	@echo ""
 	@echo '  curl -s -X POST http://$(HOST):$(PORT)/predict -H "Content-Type: application/json" -d '\''$(SAMPLE_REQUEST)'\'''
 	@echo ""
-	$(PY) -m functions.local_api --host $(HOST) --port $(PORT) \
+	$(PY) -m functions.local_api --host $(HOST) --port $(PORT) --lambda-port $(LAMBDA_PORT) \
 		--env MODEL_STORE_URI=$(MODEL_STORE_URI) --env DATA_URI=$(DATA) --env PREDICT_FUNCTION_NAME=
 
 demo: train serve

@@ -6,6 +6,11 @@ routes SAM CLI's own providers read from the template, so routing, the proxy eve
 SAM's. Only the Lambda runtime is replaced: `InProcessLambdaRunner` imports each function's handler here and calls it,
 with the function's environment (resolved by samcli too) applied to `os.environ` around the import and each call.
 
+It also serves the Lambda Invoke API on a second port, as `sam local start-lambda` does: SAM CLI's own
+`LocalLambdaHttpService` in front of the same in-process runner, so a handler that invokes a function with boto3
+(`InvocationType=Event` or `RequestResponse`) reaches the local function. The functions' boto3 finds it through
+AWS_ENDPOINT_URL_LAMBDA, which is set for them (with placeholder credentials when the host has none).
+
 Written against aws-sam-cli 1.170.0. Where samcli classes are used, the comment names them; private ones are marked.
 
     python -m functions.local_api --template template.yaml --port 3000 --env MODEL_BUCKET=local-models
@@ -48,11 +53,15 @@ from samcli.lib.providers.sam_function_provider import SamFunctionProvider
 from samcli.lib.providers.sam_stack_provider import SamLocalStackProvider
 from samcli.lib.utils.codeuri import resolve_code_path
 from samcli.local.apigw.local_apigw_service import LocalApigwService
+from samcli.local.lambda_service.local_lambda_http_service import LocalLambdaHttpService
 from samcli.local.lambdafn.env_vars import EnvironmentVariables
 from werkzeug.serving import BaseWSGIServer, make_server
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 3000  # the port `sam local start-api` uses
+DEFAULT_LAMBDA_PORT = 3001  # the port `sam local start-lambda` uses
+# For the functions' boto3 when the host has no credentials: the local Lambda service does not check signatures.
+_LOCAL_LAMBDA_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local-lambda", "AWS_SECRET_ACCESS_KEY": "local-lambda"}
 
 # samcli's placeholder credentials (EnvironmentVariables._DEFAULT_AWS_CREDS, samcli 1.170.0), used when it found none.
 _PLACEHOLDER_CREDENTIALS = {
@@ -149,7 +158,7 @@ class InProcessLambdaRunner(LocalLambdaRunner):  # type: ignore[misc]  # samcli 
         # handler already has the host's credential chain, so pass only the region and never read credentials here.
         return {"region": self.aws_region}
 
-    # The interface LocalApigwService drives (samcli 1.170.0 LocalLambdaRunner.invoke).
+    # The interface LocalApigwService and LocalLambdaHttpService drive (samcli 1.170.0 LocalLambdaRunner.invoke).
     def invoke(
         self,
         function_identifier: str,
@@ -158,18 +167,30 @@ class InProcessLambdaRunner(LocalLambdaRunner):  # type: ignore[misc]  # samcli 
         stdout: Any = None,
         stderr: Any = None,
         **_container_options: Any,
-    ) -> None:
-        """Invoke like the container runtime does: the result (or the runtime's error document) goes to `stdout`."""
+    ) -> dict[str, str] | None:
+        """Invoke like the container runtime does: the result (or the runtime's error document) goes to `stdout`.
+
+        Returns the response headers LocalLambdaHttpService adds: X-Amz-Function-Error when the handler failed, as
+        the Lambda service sets it (samcli's own test for an error document misses the runtime's `requestId` key).
+        LocalApigwService ignores the return value."""
         function = self.get_function(function_identifier, tenant_id)
         request_id = str(uuid.uuid4())
+        headers = None
         try:
             response = self._invoke_function(function, json.loads(event), request_id, stderr, tenant_id)
-        except LambdaTimeoutError:
-            return  # like a stopped container: no response at all, which LocalApigwService answers with a 502
+        except LambdaTimeoutError as error:
+            # Like a stopped container: no response at all, which LocalApigwService answers with a 502; the Lambda
+            # service reports the timeout as an unhandled error.
+            if _container_options.get("invocation_type") is None:
+                return None
+            response = json.dumps(_runtime_error_document(error, request_id))
+            headers = {"X-Amz-Function-Error": "Unhandled"}
         except Exception as error:
             response = json.dumps(_runtime_error_document(error, request_id))
+            headers = {"X-Amz-Function-Error": "Unhandled"}
         if stdout is not None:
             stdout.write_str(response)
+        return headers
 
     def invoke_handler(self, function_identifier: str, event: Any) -> Any:
         """Invoke synchronously (InvocationType=RequestResponse): the handler's result as JSON would return it.
@@ -318,6 +339,8 @@ class LocalApi:
         template_path: str | os.PathLike[str],
         host: str = DEFAULT_HOST,
         port: int = DEFAULT_PORT,
+        *,
+        lambda_port: int | None = None,
         env_overrides: Mapping[str, str] | None = None,
         env_vars_file: str | os.PathLike[str] | None = None,
         parameter_overrides: Mapping[str, Any] | None = None,
@@ -325,6 +348,8 @@ class LocalApi:
         self.template_path = Path(template_path).resolve()
         self.host = host
         self.port = port
+        # None: no Lambda Invoke API; 0: on a free port (chosen at start()).
+        self.lambda_port = lambda_port
         template_dir = self.template_path.parent
         parameters = {name: str(value) for name, value in (parameter_overrides or {}).items()}
         pseudo_parameters = {**IntrinsicsSymbolTable.DEFAULT_PSEUDO_PARAM_VALUES, **parameters}
@@ -345,8 +370,8 @@ class LocalApi:
             env_vars_values=env_vars_values,
             env_overrides=env_overrides,
         )
-        self._server: BaseWSGIServer | None = None
-        self._serving_thread: threading.Thread | None = None
+        self._servers: list[tuple[BaseWSGIServer, threading.Thread]] = []
+        self._lambda_service: LocalLambdaHttpService | None = None
 
     @property
     def routes(self) -> list[tuple[str, str, str]]:
@@ -359,35 +384,59 @@ class LocalApi:
             raise RuntimeError("port 0 is chosen when the server starts: call start() first")
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def lambda_url(self) -> str:
+        """Where the Lambda Invoke API listens (what AWS_ENDPOINT_URL_LAMBDA is set to for the functions)."""
+        if not self.lambda_port:
+            raise RuntimeError("no Lambda Invoke API: pass lambda_port, and call start() first when it is 0")
+        return f"http://{self.host}:{self.lambda_port}"
+
     def start(self) -> Self:
-        """Serve in a background thread; returns at once."""
-        if self._server is not None:
+        """Serve in background threads; returns at once."""
+        if self._servers:
             raise RuntimeError("already started")
         if not self.api.routes:
             raise NoApisDefined("No APIs available in template")  # what `sam local start-api` says
         os.environ.setdefault("SAM_CLI_TELEMETRY", "0")  # samcli's request handler records telemetry events
+        if self.lambda_port is not None:
+            # LocalLambdaHttpService (samcli 1.170.0) is the Flask service behind `sam local start-lambda`; it
+            # runs Event invocations on its own thread pool and answers 202, like the Lambda service.
+            self._lambda_service = LocalLambdaHttpService(
+                lambda_runner=self.runner, port=self.lambda_port, host=self.host
+            )
+            self._lambda_service.create()
+            self.lambda_port = self._serve(self._lambda_service._app, self.lambda_port, "local-lambda")
+            self.runner.env_overrides.setdefault("AWS_ENDPOINT_URL_LAMBDA", self.lambda_url)
+            if not _host_has_credentials():
+                for name, value in _LOCAL_LAMBDA_CREDENTIALS.items():
+                    self.runner.env_overrides.setdefault(name, value)
         service = LocalApigwService(api=self.api, lambda_runner=self.runner, port=self.port, host=self.host)
         service.create()
-        # LocalApigwService.run() (BaseLocalService) blocks and installs a SIGTERM handler, which only the main
-        # thread may do; serve the Flask app that create() built (the private `_app`) with werkzeug instead, with
-        # the same threading choice run() makes.
-        self._server = make_server(self.host, self.port, service._app, threaded=not self.runner.is_debugging())
-        self.port = self._server.server_port
-        # A short poll interval: shutdown() waits for the serving loop's next poll, and tests stop servers often.
-        self._serving_thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name=f"local-api-{self.port}", daemon=True
-        )
-        self._serving_thread.start()
+        self.port = self._serve(service._app, self.port, "local-api")
         return self
 
+    def _serve(self, app: Any, port: int, name: str) -> int:
+        """Serve a samcli service's Flask app (built by its create(), the private `_app`) on a werkzeug server in a
+        thread; returns the port. BaseLocalService.run() would block and install a SIGTERM handler, which only the
+        main thread may do. Threaded as run() chooses."""
+        server = make_server(self.host, port, app, threaded=not self.runner.is_debugging())
+        # A short poll interval: shutdown() waits for the serving loop's next poll, and tests stop servers often.
+        thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.1}, name=f"{name}-{server.server_port}", daemon=True
+        )
+        thread.start()
+        self._servers.append((server, thread))
+        return int(server.server_port)
+
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._serving_thread is not None:
-            self._serving_thread.join()
-            self._serving_thread = None
+        for server, thread in self._servers:
+            server.shutdown()
+            server.server_close()
+            thread.join()
+        self._servers.clear()
+        if self._lambda_service is not None:
+            self._lambda_service.executor.shutdown(wait=True)  # Event invocations still running finish first
+            self._lambda_service = None
         self.runner.close()
 
     def invoke(self, function_logical_id: str, event: Any) -> Any:
@@ -405,6 +454,12 @@ class LocalApi:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _host_has_credentials() -> bool:
+    import botocore.session  # only here: the module otherwise needs no AWS SDK
+
+    return botocore.session.get_session().get_credentials() is not None
 
 
 @contextmanager
@@ -514,6 +569,15 @@ def _argument_parser() -> argparse.ArgumentParser:
         "--port", type=int, default=DEFAULT_PORT, help=f"port to listen on, 0 for a free one (default: {DEFAULT_PORT})"
     )
     parser.add_argument(
+        "--lambda-port",
+        type=int,
+        default=DEFAULT_LAMBDA_PORT,
+        help=(
+            "port of the Lambda Invoke API (what `sam local start-lambda` serves; functions reach it through "
+            f"AWS_ENDPOINT_URL_LAMBDA), 0 for a free one, -1 for none (default: {DEFAULT_LAMBDA_PORT})"
+        ),
+    )
+    parser.add_argument(
         "--env-vars",
         metavar="FILE",
         help=(
@@ -550,6 +614,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         arguments.template,
         host=arguments.host,
         port=arguments.port,
+        lambda_port=None if arguments.lambda_port < 0 else arguments.lambda_port,
         env_overrides=dict(arguments.env),
         env_vars_file=arguments.env_vars,
         parameter_overrides=dict(arguments.parameter_overrides),
@@ -563,6 +628,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # LocalApiService._print_routes (samcli 1.170.0) formats the "Mounting ..." lines sam prints.
         for line in LocalApiService._print_routes(api.api.routes, api.host, api.port):
             print(line)
+        if api.lambda_port:
+            print(f"Lambda Invoke API at {api.lambda_url} (the functions' AWS_ENDPOINT_URL_LAMBDA)")
         print(f"Serving {api.template_path.name} at {api.url} (handlers run in-process). Press Ctrl-C to stop.")
         try:
             threading.Event().wait()

@@ -9,10 +9,10 @@ import sys
 from collections.abc import Sequence
 
 from sklambda.errors import SklambdaError
-from training.commands import describe, diff, history, promote, prune, rollback, train, versions
+from training.commands import describe, diff, history, promote, prune, retrain, rollback, runs, train, versions
 
 # Each command module registers its own parser; add a module here to add a command.
-COMMANDS = [train, versions, describe, diff, promote, rollback, history, prune]
+COMMANDS = [train, retrain, runs, versions, describe, diff, promote, rollback, history, prune]
 
 
 def build_parser() -> argparse.ArgumentParser:

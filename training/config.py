@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sklambda.errors import ConfigError
 
@@ -47,11 +47,97 @@ class EvaluationSection(_Strict):
     golden_rows: int = Field(default=20, ge=1, le=1000)
 
 
+class DataSection(_Strict):
+    """Checks on the training data before anything is trained (the retrain run fails with a report)."""
+
+    min_rows: int = Field(default=50, ge=10)
+    # Drift against the champion's data contract, per column: the share of rows with a category the champion
+    # never saw, and the share of numbers outside the champion's training range.
+    max_unseen_category_share: float = Field(default=0.05, ge=0, le=1)
+    max_out_of_range_share: float = Field(default=0.1, ge=0, le=1)
+    # The champion scored on ALL the new rows may fall at most this far (in the metric's units, in its bad
+    # direction) below the score recorded when it was trained; further means the labels changed meaning or
+    # are garbage (e.g. scrambled). None switches the check off.
+    max_champion_metric_drop: float | None = Field(default=0.2, ge=0)
+
+
+Label = str | int | float | bool
+
+
+class GateCase(_Strict):
+    """A must-hold case: a known input and the output it must get (a label, a set, a probability or a range)."""
+
+    name: str = Field(min_length=1)
+    # The model this case is about; default: [model].name of the file it is written in.
+    model: str | None = None
+    instance: dict[str, Any]
+    expect: Label | None = None
+    expect_in: list[Label] | None = None
+    # With `expect`: the probability of that class must be at least this.
+    min_probability: float | None = Field(default=None, gt=0, le=1)
+    # Regression: the prediction must lie in [low, high].
+    expect_between: tuple[float, float] | None = None
+
+    @model_validator(mode="after")
+    def _has_an_expectation(self) -> Self:
+        if self.expect is None and self.expect_in is None and self.expect_between is None:
+            raise ValueError(f"case {self.name!r}: give expect, expect_in or expect_between")
+        if self.min_probability is not None and self.expect is None:
+            raise ValueError(f"case {self.name!r}: min_probability needs expect (the class it is about)")
+        if self.expect_between is not None and self.expect_between[0] > self.expect_between[1]:
+            raise ValueError(f"case {self.name!r}: expect_between must be [low, high]")
+        return self
+
+
+class GateSection(_Strict):
+    """When a challenger may replace the champion. The metric rule follows MLflow's MetricThreshold: the
+    challenger must score at least champion + min_absolute_change (direction per metric), improve on it by at
+    least min_relative_change (a fraction of the champion's score), and reach `threshold` if set. With no
+    change set, at least as good as the champion is enough."""
+
+    min_absolute_change: float | None = Field(default=None, ge=0)
+    min_relative_change: float | None = Field(default=None, ge=0)
+    threshold: float | None = None
+    # Default: the metric's own direction (accuracy up, log_loss / rmse down).
+    greater_is_better: bool | None = None
+    # Regression outputs must stay within the training targets' range widened by this share of its span.
+    regression_range_margin: float = Field(default=0.5, ge=0)
+    cases: list[GateCase] = Field(default_factory=list)
+
+
+class BudgetSection(_Strict):
+    """How long and how much memory a run needs, by rows x columns of the table, measured with
+    benchmarks/retrain_scaling.py for the sample pipeline; re-measure for a heavier estimator. A run that
+    would not fit in the time or memory it has is refused before training starts."""
+
+    base_seconds: float = Field(default=1.0, ge=0)
+    seconds_per_million_cells: float = Field(default=4.5, ge=0)
+    base_mb: float = Field(default=250.0, ge=0)
+    mb_per_million_cells: float = Field(default=60.0, ge=0)
+    # Estimates are multiplied by this before they are compared with what is left.
+    safety_factor: float = Field(default=1.5, ge=1)
+    # Seconds kept back for writing the run record and the notification at the end.
+    reserve_seconds: float = Field(default=5.0, ge=0)
+
+
 class TrainingConfig(_Strict):
     model: ModelSection
     features: FeaturesSection = FeaturesSection()
     estimator: EstimatorSection = EstimatorSection()
     evaluation: EvaluationSection = EvaluationSection()
+    data: DataSection = DataSection()
+    gate: GateSection = GateSection()
+    budget: BudgetSection = BudgetSection()
+
+    @model_validator(mode="after")
+    def _cases_name_their_model(self) -> Self:
+        # A case written without `model` is about the model this file trains (not one renamed on the command line).
+        cases = [case if case.model else case.model_copy(update={"model": self.model.name}) for case in self.gate.cases]
+        object.__setattr__(self, "gate", self.gate.model_copy(update={"cases": cases}))
+        return self
+
+    def cases_for(self, name: str) -> list[GateCase]:
+        return [case for case in self.gate.cases if case.model == name]
 
     def with_overrides(
         self, *, name: str | None = None, target: str | None = None, task: str | None = None

@@ -51,7 +51,24 @@ def read_data_files(uri: str) -> list[tuple[str, bytes]]:
     return [(store.uri(key), store.get(key).data) for key in keys]
 
 
+PARQUET_MAGIC = b"PAR1"
+
+
+def check_parquet_framing(name: str, data: bytes) -> None:
+    """Refuse bytes that are not framed as Parquet (PAR1 ... footer, footer length, PAR1) before a reader trusts
+    the footer length they claim: fastparquet allocates whatever it says, and a corrupt file then exhausts the
+    memory (or crashes the process) instead of failing with a report."""
+    size = len(data)
+    if size < 12 or data[:4] != PARQUET_MAGIC or data[-4:] != PARQUET_MAGIC:
+        raise DataError(f"cannot parse {name}: not a Parquet file (no PAR1 magic at both ends; truncated?)")
+    footer = int.from_bytes(data[-8:-4], "little")
+    if footer > size - 12:
+        raise DataError(f"cannot parse {name}: corrupt Parquet footer (claims {footer} bytes in a {size}-byte file)")
+
+
 def parse_table(name: str, data: bytes) -> pd.DataFrame:
+    if name.endswith(PARQUET_SUFFIXES):
+        check_parquet_framing(name, data)
     try:
         if name.endswith(PARQUET_SUFFIXES):
             # fastparquet directly: ~15 MiB in the retrain layer where pyarrow is ~170 MiB, and pandas 3.1
@@ -99,7 +116,9 @@ def clean(frame: pd.DataFrame, target: str) -> tuple[pd.DataFrame, CleanReport]:
     for name in cleaned.columns:
         column = cleaned[name]
         if column.dtype == object or pd.api.types.is_string_dtype(column):
-            stripped = column.map(lambda value: (value.strip() or None) if isinstance(value, str) else value)
+            # Once per distinct value, not per row: a million rows of a text column hold a handful of values.
+            distinct = column.dropna().unique().tolist()
+            stripped = column.map({v: (v.strip() or None) if isinstance(v, str) else v for v in distinct})
             cleaned[name] = stripped.astype(object).where(stripped.notna(), None)
     missing_target = cleaned[target].isna()
     cleaned = cleaned.loc[~missing_target].reset_index(drop=True)

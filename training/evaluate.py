@@ -53,7 +53,3 @@ def evaluate(pipeline: Any, x: pd.DataFrame, y: pd.Series, task: Task) -> dict[s
             "mae": sk_metrics.mean_absolute_error(y, predictions),
         }
     return {name: round(float(value), 6) for name, value in scores.items() if np.isfinite(value)}
-
-
-def is_at_least_as_good(challenger: float, champion: float, metric: Metric) -> bool:
-    return challenger >= champion if metric.greater_is_better else challenger <= champion

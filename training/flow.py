@@ -30,14 +30,16 @@ from sklambda.manifest import (
     RuntimeSupport,
     StatusRecord,
 )
+from sklambda.runs import GateCheck
 from sklambda.runtimes.sklearn import load_pipeline
 from sklambda.serving import labels_to_json
 from sklambda.store import AliasState, ModelStore
 from training.config import TrainingConfig
 from training.convert import to_onnx
 from training.dataset import LoadedTable, clean, load_table
-from training.evaluate import evaluate, is_at_least_as_good, primary_metric
+from training.evaluate import evaluate, primary_metric
 from training.features import infer_task, select_features
+from training.gate import case_checks, invariant_checks, metric_checks
 from training.model import build_estimator, build_pipeline, fit, split
 
 logger = logging.getLogger(__name__)
@@ -57,6 +59,9 @@ class TrainedModel:
     files: dict[str, bytes]
     x_test: pd.DataFrame
     y_test: pd.Series
+    config: TrainingConfig
+    # Regression: the training targets' min and max (the plausible-range invariant widens it).
+    target_range: tuple[float, float] | None = None
 
 
 @dataclass
@@ -69,6 +74,7 @@ class Outcome:
     champion_version: int | None = None
     champion_metrics: dict[str, float] | None = None
     durations: dict[str, float] = field(default_factory=dict)
+    checks: list[GateCheck] = field(default_factory=list)
 
     def describe(self) -> str:
         score = f"{self.metric.name}={self.metrics.get(self.metric.name)}"
@@ -133,7 +139,18 @@ def train(table: LoadedTable, config: TrainingConfig, *, code_version: str | Non
         },
     )
     logger.info("trained %s: %s", config.model.name, ", ".join(f"{k}={v}" for k, v in metrics.items()))
-    return TrainedModel(pipeline=pipeline, manifest=manifest, files=files, x_test=parts.x_test, y_test=parts.y_test)
+    target_range = None
+    if task == "regression":
+        target_range = (float(parts.y_train.min()), float(parts.y_train.max()))
+    return TrainedModel(
+        pipeline=pipeline,
+        manifest=manifest,
+        files=files,
+        x_test=parts.x_test,
+        y_test=parts.y_test,
+        config=config,
+        target_range=target_range,
+    )
 
 
 def golden_sample(pipeline: Any, x_test: pd.DataFrame, contract: DataContract, rows: int) -> GoldenSample:
@@ -158,36 +175,47 @@ def publish_and_gate(
     by: str,
     serving_check: ServingCheck | None = None,
     promote: bool = True,
+    before_promotion: Callable[[Manifest], None] | None = None,
 ) -> Outcome:
-    """Publish the trained model as a new version, then move `alias` to it only if it scores at least as well
-    as the current holder on the same held-out rows and the serving runtime loads and self-tests it."""
+    """Publish the trained model as a new version, then move `alias` to it only if every gate check passes:
+    the metric rule against the current holder on the same held-out rows ([gate]), the must-hold cases, the
+    output invariants, and the serving runtime's load + parity self-test. A failed gate stores the version as
+    rejected with the reasons. `before_promotion` runs after the gate, just before the alias moves."""
     name = trained.manifest.name
     # The alias moves only if it still holds this state when we are done (compare-and-swap).
     champion = store.alias(name, alias)
-    comparison, refusal, reason = compare_with_champion(store, trained, champion)
+    comparison, checks = gate_checks(store, trained, champion)
     stored = store.publish(trained.manifest.model_copy(update={"compared_with": comparison}), trained.files)
     outcome = Outcome(
         version=stored.version,
         promoted=False,
-        reason=reason,
+        reason="",
         metric=stored.metric,
         metrics=stored.metrics,
         champion_version=comparison.version if comparison else None,
         champion_metrics=comparison.metrics if comparison else None,
+        checks=checks,
     )
-    if refusal is None and serving_check is not None:
+    if serving_check is not None and all(check.passed for check in checks):
         try:
             serving_check(stored)
+            checks.append(GateCheck(name="serving self-test", passed=True, detail="loaded and reproduced its outputs"))
         except VersionRefused as error:
-            refusal = f"the serving runtime refused it: {error}"
-    if refusal is not None:
-        outcome.reason = refusal
-        store.set_status(name, stored.version, StatusRecord(status="rejected", reason=refusal, by=by))
-        logger.warning("%s v%s rejected: %s", name, stored.version, refusal)
+            checks.append(
+                GateCheck(name="serving self-test", passed=False, detail=f"the serving runtime refused it: {error}")
+            )
+    failed = [check for check in checks if not check.passed]
+    if failed:
+        outcome.reason = "; ".join(f"{check.name}: {check.detail}" for check in failed)
+        store.set_status(name, stored.version, StatusRecord(status="rejected", reason=outcome.reason, by=by))
+        logger.warning("%s v%s rejected: %s", name, stored.version, outcome.reason)
         return outcome
+    reason = _passed_reason(checks)
     if not promote:
         outcome.reason = f"passed the gate ({reason}); left a candidate (promotion not requested)"
         return outcome
+    if before_promotion is not None:
+        before_promotion(stored)
     try:
         store.promote(name, stored.version, alias=alias, by=by, reason=reason, expected=champion)
     except AliasConflict as error:
@@ -195,47 +223,78 @@ def publish_and_gate(
         return outcome
     store.set_status(name, stored.version, StatusRecord(status="promoted", reason=reason, by=by))
     outcome.promoted = True
+    outcome.reason = reason
     logger.info("%s v%s promoted to %s: %s", name, stored.version, alias, reason)
     return outcome
 
 
+def _passed_reason(checks: list[GateCheck]) -> str:
+    """The reason recorded with a promotion: how it compares with the champion (every check is in the run record)."""
+    for check in checks:
+        if check.name == "first version":
+            return f"first version: {check.detail}"
+        if check.name == "beats champion":
+            return check.detail
+    return f"{len(checks)} gate checks passed"
+
+
+def gate_checks(
+    store: ModelStore, trained: TrainedModel, champion: AliasState | None
+) -> tuple[Comparison | None, list[GateCheck]]:
+    """Every gate check that needs no published version: metric rule, must-hold cases, invariants."""
+    challenger = trained.manifest
+    config = trained.config
+    comparison, checks = compare_with_champion(store, trained, champion)
+    checks.extend(case_checks(trained.pipeline, challenger.contract, config.cases_for(challenger.name)))
+    checks.extend(
+        invariant_checks(
+            trained.pipeline,
+            challenger.contract,
+            trained.x_test,
+            challenger.task,
+            target_range=trained.target_range,
+            margin=config.gate.regression_range_margin,
+        )
+    )
+    return comparison, checks
+
+
 def compare_with_champion(
     store: ModelStore, trained: TrainedModel, champion: AliasState | None
-) -> tuple[Comparison | None, str | None, str]:
-    """Score the champion on the challenger's held-out rows. Returns (comparison, refusal or None, reason)."""
-    if champion is None:
-        return None, None, "first version: no champion to compare with"
+) -> tuple[Comparison | None, list[GateCheck]]:
+    """Score the champion on the challenger's held-out rows and apply the [gate] metric rule."""
     challenger = trained.manifest
     metric = challenger.metric
+    gate = trained.config.gate
+    score = challenger.metrics[metric.name]
+    if champion is None:
+        checks = metric_checks(score, None, metric, gate, champion_label="", rows=len(trained.y_test))
+        return None, [GateCheck(name="first version", passed=True, detail="no champion to compare with"), *checks]
     champion_manifest = store.manifest(challenger.name, champion.record.version)
     where = f"champion v{champion_manifest.version}"
     if champion_manifest.task != challenger.task or champion_manifest.target != challenger.target:
-        return (
-            None,
-            (
-                f"not comparable with {where}: it predicts {champion_manifest.target} ({champion_manifest.task}), "
-                f"this predicts {challenger.target} ({challenger.task})"
-            ),
-            "",
+        detail = (
+            f"not comparable with {where}: it predicts {champion_manifest.target} ({champion_manifest.task}), "
+            f"this predicts {challenger.target} ({challenger.task})"
         )
+        return None, [GateCheck(name="comparable", passed=False, detail=detail)]
     missing = sorted(set(champion_manifest.contract.names) - set(trained.x_test.columns))
     if missing:
-        return None, f"not comparable with {where}: its features {missing} are not in the new data", ""
+        detail = f"not comparable with {where}: its features {missing} are not in the new data"
+        return None, [GateCheck(name="comparable", passed=False, detail=detail)]
     champion_pipeline = load_pipeline(store.artifact(champion_manifest, "model.joblib"))
     champion_metrics = evaluate(
         champion_pipeline, encode_frame(trained.x_test, champion_manifest.contract), trained.y_test, challenger.task
     )
     comparison = Comparison(version=champion_manifest.version, metrics=champion_metrics)
-    challenger_score = challenger.metrics[metric.name]
     champion_score = champion_metrics.get(metric.name)
     if champion_score is None:
-        return comparison, f"{where} has no {metric.name} on these rows", ""
-    summary = (
-        f"{metric.name} {challenger_score} vs {where} {champion_score} on the same {len(trained.y_test)} held-out rows"
+        return comparison, [
+            GateCheck(name="comparable", passed=False, detail=f"{where} has no {metric.name} on these rows")
+        ]
+    return comparison, metric_checks(
+        score, champion_score, metric, gate, champion_label=where, rows=len(trained.y_test)
     )
-    if not is_at_least_as_good(challenger_score, champion_score, metric):
-        return comparison, f"worse than the champion: {summary}", ""
-    return comparison, None, f"at least as good as the champion: {summary}"
 
 
 def train_and_publish(

@@ -4,6 +4,7 @@ the real handlers in-process (what `make serve` runs), against a local model sto
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -24,10 +25,12 @@ def api(local_store_copy: Path) -> Iterator[LocalApi]:
         "MODEL_STORE_URI": str(local_store_copy),
         "DATA_URI": str(PENGUINS_CSV),
         "ALIAS_REFRESH_SECONDS": "0",
-        # No Lambda service locally: the retrain gate runs the serving self-test in-process.
+        # The retrain gate runs the serving self-test in-process: a synchronous function-to-function call would
+        # wait on the runner's one-invocation-at-a-time lock that the calling function holds.
         "PREDICT_FUNCTION_NAME": "",
     }
-    with LocalApi(REPO / "template.yaml", port=0, env_overrides=overrides) as local_api:
+    # lambda_port=0: the Lambda Invoke API on a free port; POST /retrain queues its run through it.
+    with LocalApi(REPO / "template.yaml", port=0, lambda_port=0, env_overrides=overrides) as local_api:
         yield local_api
 
 
@@ -64,12 +67,38 @@ def test_malformed_json_over_http_is_400(api: LocalApi) -> None:
     assert body["error"].startswith("the body is not valid JSON")
 
 
-def test_retrain_over_http_then_predict_serves_the_new_version(api: LocalApi) -> None:
-    # When a retrain is requested over HTTP on the same data
-    status, run = request(api, "POST", "/retrain", load_event("retrain-api")["body"])
+def wait_for_run(api: LocalApi, run_id: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        status, run = request(api, "GET", f"/retrain/{run_id}")
+        assert status == 200, run
+        if run["status"] not in ("queued", "running") or time.monotonic() > deadline:
+            return run
+        time.sleep(0.2)
 
-    # Then v2 is promoted and the next prediction names it
-    assert status == 200, run
-    assert (run["model"]["version"], run["promoted"]) == (2, True)
+
+def test_retrain_over_http_runs_asynchronously_then_predict_serves_the_new_version(api: LocalApi) -> None:
+    # When a retrain is requested over HTTP on the same data
+    status, queued = request(api, "POST", "/retrain", load_event("retrain-api")["body"])
+
+    # Then it answers 202 at once with a run id; the function invoked itself (InvocationType=Event) through the
+    # local Lambda Invoke API, and the run finishes in the background with v2 promoted
+    assert status == 202, queued
+    assert queued["status"] == "queued"
+    assert queued["status_url"] == f"/retrain/{queued['run_id']}"
+    run = wait_for_run(api, queued["run_id"])
+    assert (run["status"], run["version"], run["trigger"]) == ("promoted", 2, "api"), run
+    assert all(check["passed"] for check in run["gate"])
     status, body = request(api, "POST", "/predict", load_event("predict")["body"])
     assert (status, body["model"]["version"]) == (200, 2)
+
+    # And the run history lists it
+    status, history = request(api, "GET", "/retrain")
+    assert status == 200
+    assert [item["run_id"] for item in history["runs"]] == [queued["run_id"]]
+
+
+def test_unknown_run_over_http_is_404(api: LocalApi) -> None:
+    status, body = request(api, "GET", "/retrain/20260101T000000000Z-00000000")
+    assert status == 404
+    assert "has no run" in body["error"]

@@ -28,7 +28,10 @@ EXPECTED_ROUTES = {
     ("/admin/aliases/{alias}", "get"): "AdminFunction",
     ("/admin/aliases/{alias}/promote", "post"): "AdminFunction",
     ("/admin/aliases/{alias}/rollback", "post"): "AdminFunction",
+    ("/retrain", "get"): "RetrainFunction",
+    ("/retrain/{run_id}", "get"): "RetrainFunction",
 }
+RETRAIN_ROUTES = [("/retrain", "post"), ("/retrain", "get"), ("/retrain/{run_id}", "get")]
 
 
 def _of_type(resources: dict[str, Any], cfn_type: str) -> dict[str, Any]:
@@ -125,13 +128,14 @@ def test_every_route_has_an_invoke_permission_for_api_gateway(resources: dict[st
 
 
 def test_retrain_route_requires_iam_auth_and_does_not_use_caller_credentials(resources: dict[str, Any]) -> None:
-    # Given the POST /retrain operation
+    # Given the retrain operations: start a run, list runs, read one run
     body = resources["Api"]["Properties"]["Body"]
-    operation = body["paths"]["/retrain"]["post"]
-    # When reading its security and integration
-    # Then only SigV4-signed callers get through, and API Gateway invokes through the resource policy
-    assert operation["security"] == [{"AWS_IAM": []}]
-    assert "credentials" not in operation["x-amazon-apigateway-integration"]
+    for path, method in RETRAIN_ROUTES:
+        operation = body["paths"][path][method]
+        # When reading its security and integration
+        # Then only SigV4-signed callers get through, and API Gateway invokes through the resource policy
+        assert operation["security"] == [{"AWS_IAM": []}], (path, method)
+        assert "credentials" not in operation["x-amazon-apigateway-integration"]
     # And the prediction routes stay open (no security requirement)
     for path in ("/predict", "/health", "/model", "/openapi.json"):
         assert not next(iter(body["paths"][path].values())).get("security")
@@ -176,14 +180,45 @@ def test_schedule_rule_uses_the_parameter_and_targets_retrain(cfn: dict[str, Any
     assert "Arn" in target["DeadLetterConfig"]
 
 
-def test_scheduled_runs_are_not_retried_and_failures_are_kept(resources: dict[str, Any]) -> None:
+def test_scheduled_runs_are_not_retried_and_failures_are_kept(resources: dict[str, Any], role_statements: Any) -> None:
     # Given the retrain function's asynchronous invoke configuration
     (config,) = _of_type(resources, "AWS::Lambda::EventInvokeConfig").values()
+    properties = config["Properties"]
     # When reading it
-    # Then a failed run (up to 15 minutes) is not retried automatically and its event goes to a queue
-    assert config["Properties"]["FunctionName"] == {"Ref": "RetrainFunction"}
-    assert config["Properties"]["MaximumRetryAttempts"] == 0
-    assert "Destination" in config["Properties"]["DestinationConfig"]["OnFailure"]
+    # Then a failed run (up to 15 minutes) is not retried automatically, an event older than the run lock's
+    # 960 s is not run late, and a failed or expired event goes to an SQS queue the function may write to
+    assert properties["FunctionName"] == {"Ref": "RetrainFunction"}
+    assert properties["MaximumRetryAttempts"] == 0
+    assert properties["MaximumEventAgeInSeconds"] <= 960
+    # And it covers the unqualified self-invocation that POST /retrain makes (which runs $LATEST)
+    assert properties["Qualifier"] == "$LATEST"
+    destination = properties["DestinationConfig"]["OnFailure"]["Destination"]
+    (queue_id, _) = destination["Fn::GetAtt"]
+    assert resources[queue_id]["Type"] == "AWS::SQS::Queue"
+    sends = [s for s in role_statements("RetrainFunction") if "sqs:SendMessage" in s["Action"]]
+    assert [s["Resource"] for s in sends] == [[{"Fn::GetAtt": [queue_id, "Arn"]}]]
+
+
+def test_run_outcomes_go_to_an_encrypted_topic_only_retrain_may_publish_to(
+    resources: dict[str, Any], role_statements: Any, cfn: dict[str, Any]
+) -> None:
+    # Given the outcome topic
+    topic = resources["RetrainOutcomeTopic"]
+    assert topic["Type"] == "AWS::SNS::Topic"
+    assert topic["Properties"]["KmsMasterKeyId"] == "alias/aws/sns"
+    # When reading who may publish and where the function finds it
+    retrain_publish = [s for s in role_statements("RetrainFunction") if "sns:Publish" in s["Action"]]
+    predict_publish = [s for s in role_statements("PredictFunction") if "sns:Publish" in s["Action"]]
+    # Then retrain publishes to exactly this topic (named by RETRAIN_TOPIC_ARN) and predict not at all
+    assert [s["Resource"] for s in retrain_publish] == [[{"Ref": "RetrainOutcomeTopic"}]]
+    assert predict_publish == []
+    variables = resources["RetrainFunction"]["Properties"]["Environment"]["Variables"]
+    assert variables["RETRAIN_TOPIC_ARN"] == {"Ref": "RetrainOutcomeTopic"}
+    # And an e-mail subscription exists only when an address is given
+    subscription = resources["RetrainOutcomeEmailSubscription"]
+    assert subscription["Condition"] == "HasRetrainNotificationEmail"
+    assert subscription["Properties"]["Endpoint"] == {"Ref": "RetrainNotificationEmail"}
+    assert cfn["Outputs"]["RetrainOutcomeTopicArn"]["Value"] == {"Ref": "RetrainOutcomeTopic"}
 
 
 # ------------------------------------------------------------------------------------------- bucket
@@ -326,17 +361,25 @@ def test_retrain_role_reads_data_and_models_and_writes_only_models(
     assert _rendered_resources(s3_statements, "s3:ListBucket", render) == {f"arn:aws:s3:::{fake.bucket}"}
 
 
-def test_retrain_may_invoke_only_the_predict_function(resources: dict[str, Any], role_statements: Any) -> None:
-    # Given the retrain function's statements and environment
+def test_retrain_may_invoke_only_the_predict_function_and_itself(
+    resources: dict[str, Any], role_statements: Any, render: Any
+) -> None:
+    # Given the retrain function's statements, environment and name
     statements = role_statements("RetrainFunction")
     env = resources["RetrainFunction"]["Properties"]["Environment"]["Variables"]
-    # When looking at Lambda invocations (the promotion gate asks predict to self-test a candidate)
+    name = render(resources["RetrainFunction"]["Properties"]["FunctionName"])
+    # When looking at Lambda invocations (the promotion gate asks predict to self-test a candidate; POST /retrain
+    # queues its run as an asynchronous invocation of retrain itself)
     invokes = [s for s in statements if any(a.startswith("lambda:") for a in s["Action"])]
     # Then retrain may invoke exactly the predict function, and knows its name
     assert [(s["Action"], s["Resource"]) for s in invokes] == [
-        (["lambda:InvokeFunction"], [{"Fn::GetAtt": ["PredictFunction", "Arn"]}])
+        (["lambda:InvokeFunction"], [{"Fn::GetAtt": ["PredictFunction", "Arn"]}]),
+        (["lambda:InvokeFunction"], [invokes[1]["Resource"][0]]),
     ]
     assert env["PREDICT_FUNCTION_NAME"] == {"Ref": "PredictFunction"}
+    # And itself, by its fixed name in an ARN built from the stack name (a Ref to itself would be circular)
+    assert name == "sklambda-retrain"
+    assert render(invokes[1]["Resource"][0]) == f"arn:aws:lambda:us-east-1:${{AWS::AccountId}}:function:{name}"
 
 
 # ------------------------------------------------------------------------------------------- configuration
@@ -370,6 +413,7 @@ def test_parameters_have_the_agreed_defaults(parameter_defaults: dict[str, str])
         "TrainingDataPrefix": "data/",
         "ModelsPrefix": "models",
         "LogRetentionDays": "30",
+        "RetrainNotificationEmail": "",
     }
     assert {key: parameter_defaults.get(key) for key in expected} == expected
 
@@ -407,6 +451,10 @@ def test_outputs_expose_url_bucket_store_and_functions(cfn: dict[str, Any], rend
     assert outputs["ModelBucketName"]["Value"] == {"Ref": "ModelBucket"}
     assert outputs["PredictFunctionArn"]["Value"] == {"Fn::GetAtt": ["PredictFunction", "Arn"]}
     assert outputs["RetrainFunctionArn"]["Value"] == {"Fn::GetAtt": ["RetrainFunction", "Arn"]}
+    # And where failed retrain invocations end up (the on-failure queue SAM creates)
+    assert outputs["RetrainFailedInvocationsQueueUrl"]["Value"] == {
+        "Ref": "RetrainFunctionEventInvokeConfigOnFailureQueue"
+    }
 
 
 # ------------------------------------------------------------------------------------------- linters

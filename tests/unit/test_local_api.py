@@ -298,5 +298,91 @@ def test_cli_help_explains_each_option() -> None:
 
     # Then it exits 0 and documents every option
     assert completed.returncode == 0, completed.stderr
-    for option in ("--template", "--host", "--port", "--env-vars", "--env KEY=VALUE", "--parameter-overrides"):
+    for option in (
+        "--template",
+        "--host",
+        "--port",
+        "--lambda-port",
+        "--env-vars",
+        "--env KEY=VALUE",
+        "--parameter-overrides",
+    ):
         assert option in completed.stdout
+
+
+@pytest.fixture(scope="module")
+def api_with_lambda() -> Iterator[LocalApi]:
+    with LocalApi(TEMPLATE, port=0, lambda_port=0) as local_api:
+        yield local_api
+
+
+def lambda_client(api: LocalApi) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "lambda",
+        endpoint_url=api.lambda_url,
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+        config=Config(retries={"max_attempts": 1}),
+    )
+
+
+def test_the_lambda_invoke_api_runs_a_function_synchronously(api_with_lambda: LocalApi) -> None:
+    # Given the Lambda Invoke API beside the local API (what `sam local start-lambda` serves)
+    client = lambda_client(api_with_lambda)
+
+    # When boto3 invokes a function by its logical id, RequestResponse
+    response = client.invoke(FunctionName="EchoFunction", Payload=json.dumps({"source": "boto3"}))
+
+    # Then the in-process handler ran and its result is the payload
+    assert response["StatusCode"] == 200
+    assert "FunctionError" not in response
+    assert json.loads(response["Payload"].read())["event"] == {"source": "boto3"}
+
+
+def test_the_lambda_invoke_api_reports_a_handler_error(api_with_lambda: LocalApi) -> None:
+    response = lambda_client(api_with_lambda).invoke(FunctionName="StatusFunction", Payload=json.dumps({"fail": True}))
+    assert response["FunctionError"] == "Unhandled"
+    assert json.loads(response["Payload"].read())["errorMessage"] == "asked to fail"
+
+
+def test_the_lambda_invoke_api_runs_event_invocations_in_the_background(
+    api_with_lambda: LocalApi, tmp_path: Path
+) -> None:
+    # Given a handler that takes 0.5 s and leaves a file behind
+    trace = tmp_path / "ran.txt"
+    started = time.perf_counter()
+
+    # When it is invoked with InvocationType=Event
+    response = lambda_client(api_with_lambda).invoke(
+        FunctionName="StatusFunction",
+        InvocationType="Event",
+        Payload=json.dumps({"sleep_seconds": 0.5, "touch": str(trace)}),
+    )
+
+    # Then the call answers 202 at once, and the function runs afterwards
+    assert response["StatusCode"] == 202
+    assert time.perf_counter() - started < 0.5
+    deadline = time.monotonic() + 10
+    while not trace.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert trace.exists()
+
+
+def test_the_functions_find_the_lambda_invoke_api_in_their_environment(api_with_lambda: LocalApi) -> None:
+    # Given the running servers
+    # When a function's environment is read
+    environment = api_with_lambda.runner.env_overrides
+
+    # Then its boto3 is pointed at the local Lambda Invoke API
+    assert environment["AWS_ENDPOINT_URL_LAMBDA"] == api_with_lambda.lambda_url
+
+
+def test_without_a_lambda_port_there_is_no_lambda_invoke_api() -> None:
+    with LocalApi(TEMPLATE, port=0) as local_api:
+        assert "AWS_ENDPOINT_URL_LAMBDA" not in local_api.runner.env_overrides
+        with pytest.raises(RuntimeError, match="no Lambda Invoke API"):
+            local_api.lambda_url  # noqa: B018

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import socket
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from pydantic import BaseModel
 
@@ -13,6 +15,7 @@ from sklambda.registry import ServingCheck, resolve_model, serving_check
 from sklambda.runtimes import RUNTIMES
 from sklambda.settings import AdminSettings, StoreSettings
 from sklambda.store import ModelStore
+from training.config import DEFAULT_CONFIG
 
 
 def add_store_options(parser: argparse.ArgumentParser) -> None:
@@ -113,3 +116,29 @@ def _is_number(text: str) -> bool:
 def short_time(iso: str) -> str:
     """2026-01-02T03:04:05.678Z → 2026-01-02 03:04:05Z"""
     return iso.replace("T", " ")[:19] + "Z"
+
+
+def add_data_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data",
+        default=os.environ.get("DATA_URI"),
+        help="CSV or Parquet: a file, a folder, or an s3://bucket/prefix (all files under it). Default: $DATA_URI.",
+    )
+
+
+def add_config_option(parser: argparse.ArgumentParser, what: str = "training configuration file") -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=os.environ.get("TRAINING_CONFIG") or DEFAULT_CONFIG,
+        help=f"{what} (default: $TRAINING_CONFIG or training/config.toml)",
+    )
+
+
+def add_serving_runtime_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--serving-runtime",
+        choices=RUNTIMES,
+        default=os.environ.get("SERVING_RUNTIME", "onnx"),
+        help="runtime that must load and self-test the new version before it is promoted (default: onnx)",
+    )

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
 from sklambda.errors import SklambdaError
-from sklambda.runtimes import RUNTIMES
 from sklambda.serving import local_self_test
-from training.commands.common import add_store_options, open_store, who
-from training.config import DEFAULT_CONFIG, load_config
+from training.commands.common import (
+    add_config_option,
+    add_data_option,
+    add_serving_runtime_option,
+    add_store_options,
+    open_store,
+    who,
+)
+from training.config import load_config
 from training.flow import git_version, train_and_publish
 
 
@@ -26,11 +31,7 @@ def register(commands: Any) -> None:
             "and self-tests it."
         ),
     )
-    parser.add_argument(
-        "--data",
-        default=os.environ.get("DATA_URI"),
-        help="CSV or Parquet: a file, a folder, or an s3://bucket/prefix (all files under it). Default: $DATA_URI.",
-    )
+    add_data_option(parser)
     parser.add_argument("--target", help="the column to predict (default: model.target in the configuration)")
     parser.add_argument(
         "--task",
@@ -38,19 +39,9 @@ def register(commands: Any) -> None:
         help="what to learn (default: model.task in the configuration; auto decides from the target column)",
     )
     parser.add_argument("--name", help="model name to publish under (default: model.name in the configuration)")
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=os.environ.get("TRAINING_CONFIG") or DEFAULT_CONFIG,
-        help="training configuration file (default: $TRAINING_CONFIG or training/config.toml)",
-    )
+    add_config_option(parser)
     add_store_options(parser)
-    parser.add_argument(
-        "--serving-runtime",
-        choices=RUNTIMES,
-        default=os.environ.get("SERVING_RUNTIME", "onnx"),
-        help="runtime that must load and self-test the new version before it is promoted (default: onnx)",
-    )
+    add_serving_runtime_option(parser)
     parser.add_argument("--no-promote", action="store_true", help="publish the version but leave the alias alone")
     parser.set_defaults(handler=run)
 

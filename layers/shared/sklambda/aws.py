@@ -200,3 +200,37 @@ def invoke_json(function_name: str, payload: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(result, dict):
         raise StoreUnavailable(f"{function_name} returned {type(result).__name__}, expected an object")
     return result
+
+
+def invoke_event(function_name: str, payload: dict[str, Any]) -> None:
+    """Invoke a function asynchronously (InvocationType=Event): Lambda queues the event and answers 202 at once;
+    its retries and on-failure destination are the function's EventInvokeConfig."""
+    try:
+        response = lambda_client().invoke(
+            FunctionName=function_name, InvocationType="Event", Payload=orjson.dumps(payload)
+        )
+    except (ClientError, BotoCoreError) as error:
+        raise StoreUnavailable(f"invoking {function_name} asynchronously failed: {error}") from error
+    if response.get("StatusCode") != 202:
+        raise StoreUnavailable(f"invoking {function_name} asynchronously answered {response.get('StatusCode')}")
+
+
+@functools.cache
+def sns_client() -> Any:
+    return boto3.client("sns", config=_CLIENT_CONFIG)
+
+
+def publish_message(topic_arn: str, subject: str, message: dict[str, Any], attributes: dict[str, str]) -> str:
+    """Publish a JSON message to an SNS topic; `attributes` become string message attributes (for filtering)."""
+    try:
+        response = sns_client().publish(
+            TopicArn=topic_arn,
+            Subject=subject[:100],  # SNS's limit
+            Message=orjson.dumps(message).decode(),
+            MessageAttributes={
+                name: {"DataType": "String", "StringValue": value} for name, value in attributes.items()
+            },
+        )
+    except (ClientError, BotoCoreError) as error:
+        raise StoreUnavailable(f"publishing to {topic_arn} failed: {error}") from error
+    return str(response["MessageId"])

@@ -51,3 +51,31 @@ class RequestError(SklambdaError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+class RunSkipped(SklambdaError):
+    """This trigger starts no training; `run_id` names the run that made it unnecessary."""
+
+    def __init__(self, message: str, run_id: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+
+
+class RunInProgress(RunSkipped):
+    """Another retrain of the same model holds the run lock."""
+
+    def __init__(self, run_id: str, holder: str) -> None:
+        super().__init__(f"run {run_id or '?'} ({holder}) is in progress; no second training was started", run_id)
+        self.holder = holder
+
+
+class DataRejected(DataError):
+    """The training data failed validation; `problems` lists every finding, one readable line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("the training data failed validation:\n  - " + "\n  - ".join(problems))
+        self.problems = problems
+
+
+class BudgetExceeded(SklambdaError):
+    """The run would not finish within the time or memory it has (e.g. the Lambda's 15 minutes or its memory)."""

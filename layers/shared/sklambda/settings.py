@@ -62,8 +62,12 @@ class RetrainSettings(StoreSettings):
     # unset (laptop, tests), the serving runtime below runs the self-test in this process.
     predict_function_name: str | None = None
     serving_runtime: RuntimeName = "onnx"
+    # SNS topic that hears every run's outcome (promoted / rejected / failed); unset: no notification.
+    retrain_topic_arn: str | None = None
+    # How long a run's lock lasts if the run dies without handing it back (longer than the function timeout).
+    retrain_lock_seconds: float = Field(default=960.0, gt=0)
 
-    @field_validator("predict_function_name", "training_config", mode="before")
+    @field_validator("predict_function_name", "training_config", "retrain_topic_arn", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return value or None

@@ -1,0 +1,73 @@
+"""`python -m training runs`: the retrain run history of a model, as a table (or one run in full)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from sklambda.runs import RunLog, RunRecord
+from training.commands.common import add_config_option, add_store_options, open_store
+from training.commands.retrain import describe
+from training.config import load_config
+
+COLUMNS = ("RUN", "TRIGGER", "STATUS", "VERSION", "METRIC", "CHALLENGER", "CHAMPION", "ROWS", "SECONDS", "REASON")
+REASON_WIDTH = 70
+
+
+def register(commands: Any) -> None:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        "runs",
+        help="list the retrain runs of a model (newest first), or show one run in full",
+        description="List the retrain runs recorded in the model store, newest first, as a table; with a run id, "
+        "show that run's record in full (data, metrics of both models, every gate check, data problems).",
+    )
+    parser.add_argument("run_id", nargs="?", help="show this run in full")
+    parser.add_argument("--name", help="model name (default: $MODEL_NAME, else model.name in the configuration)")
+    add_config_option(parser, "training configuration that names the model")
+    parser.add_argument("--limit", type=int, default=20, help="how many runs to list (default: 20)")
+    add_store_options(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    name = args.name or os.environ.get("MODEL_NAME") or load_config(args.config).model.name
+    log = RunLog(open_store(args).objects, name)
+    if args.run_id:
+        print(describe(log.get(args.run_id)))
+        return 0
+    records = log.list(args.limit)
+    if not records:
+        print(f"no retrain runs of {name} in {args.store}")
+        return 0
+    print(table([row(record) for record in records]))
+    return 0
+
+
+def row(record: RunRecord) -> tuple[str, ...]:
+    metric = record.metric or ""
+    challenger = record.metrics.get(metric) if record.metrics and metric else None
+    champion = record.champion_metrics.get(metric) if record.champion_metrics and metric else None
+    reason = record.reason if not record.data_problems else f"{record.reason}: {record.data_problems[0]}"
+    reason = reason if len(reason) <= REASON_WIDTH else reason[: REASON_WIDTH - 1] + "…"
+    return (
+        record.run_id,
+        record.trigger,
+        record.status,
+        f"v{record.version}" if record.version is not None else "-",
+        metric or "-",
+        "-" if challenger is None else f"{challenger:g}",
+        "-" if champion is None else f"{champion:g}",
+        str(record.data.rows) if record.data else "-",
+        "-" if record.duration_seconds is None else f"{record.duration_seconds:.1f}",
+        reason,
+    )
+
+
+def table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(COLUMNS, *rows, strict=True)]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in [COLUMNS, *rows]
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,222 @@
+"""The promotion gate's checks on a challenger: the metric rule against the champion (MLflow MetricThreshold
+semantics), the must-hold cases, and the output invariants. Each check is a GateCheck (name, passed, detail)
+so that the run record says exactly which rule held and which did not.
+
+The serving runtime's load + parity self-test is the gate's last check; it needs the published version and
+runs in training.flow.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sklambda.contract import DataContract, Task, encode_frame
+from sklambda.manifest import Metric
+from sklambda.runs import GateCheck
+from sklambda.serving import labels_to_json
+from training.config import GateCase, GateSection
+
+# Probabilities must sum to 1 within this (float64 pipelines; ONNX parity is the self-test's business).
+PROBABILITY_SUM_TOLERANCE = 1e-6
+
+
+def _at_least(value: float, bound: float, greater_is_better: bool) -> bool:
+    # Rounded: 0.9 + 0.1 must not fail 1.0 >= 1.0000000000000002.
+    bound = round(bound, 9)
+    return value >= bound if greater_is_better else value <= bound
+
+
+def metric_checks(
+    challenger: float,
+    champion: float | None,
+    metric: Metric,
+    gate: GateSection,
+    *,
+    champion_label: str,
+    rows: int,
+) -> list[GateCheck]:
+    """threshold / beats champion / relative change, as MLflow's MetricThreshold defines them."""
+    greater = metric.greater_is_better if gate.greater_is_better is None else gate.greater_is_better
+    better = ">=" if greater else "<="
+    checks: list[GateCheck] = []
+    if gate.threshold is not None:
+        passed = _at_least(challenger, gate.threshold, greater)
+        checks.append(
+            GateCheck(
+                name="threshold",
+                passed=passed,
+                detail=f"{metric.name} {challenger} {'meets' if passed else 'misses'} the threshold "
+                f"({better} {gate.threshold})",
+            )
+        )
+    if champion is None:
+        return checks
+    change = gate.min_absolute_change or 0.0
+    required = champion + change if greater else champion - change
+    passed = _at_least(challenger, required, greater)
+    summary = f"{metric.name} {challenger} vs {champion_label} {champion} on the same {rows} held-out rows"
+    if change:
+        verdict = "beats the champion by enough" if passed else "does not beat the champion by enough"
+        summary += f" (needs {better} {round(required, 9)}: min_absolute_change {change})"
+    else:
+        verdict = "at least as good as the champion" if passed else "worse than the champion"
+    checks.append(GateCheck(name="beats champion", passed=passed, detail=f"{verdict}: {summary}"))
+    if gate.min_relative_change is not None:
+        if champion == 0:
+            # MLflow's fallback when the baseline is 0: a relative change is undefined, require strictly better.
+            passed = challenger > 0 if greater else challenger < 0
+            detail = f"{champion_label} scores 0: the challenger must be strictly better ({metric.name} {challenger})"
+        else:
+            # Divided by |champion| (MLflow divides by the champion): the sign stays right for a negative r2.
+            relative = (challenger - champion) / abs(champion) if greater else (champion - challenger) / abs(champion)
+            passed = round(relative, 9) >= gate.min_relative_change  # rounded as in _at_least
+            detail = (
+                f"{metric.name} improves on {champion_label} by {relative:.2%} "
+                f"({'>=' if passed else '<'} min_relative_change {gate.min_relative_change:.2%})"
+            )
+        checks.append(GateCheck(name="relative change", passed=passed, detail=detail))
+    return checks
+
+
+def _case_frame(instances: list[dict[str, Any]], contract: DataContract) -> pd.DataFrame:
+    # A field a case leaves out is missing (TOML has no null); the pipeline imputes it as training did.
+    return pd.DataFrame([{name: instance.get(name) for name in contract.names} for instance in instances])
+
+
+def case_checks(pipeline: Any, contract: DataContract, cases: list[GateCase]) -> list[GateCheck]:
+    """Each must-hold case predicted by the challenger and compared with its expectation."""
+    checks: list[GateCheck] = []
+    for case in cases:
+        unknown = sorted(set(case.instance) - set(contract.names))
+        if unknown:
+            checks.append(
+                GateCheck(name=f"case: {case.name}", passed=False, detail=f"fields not in the model's input: {unknown}")
+            )
+            continue
+        encoded = encode_frame(_case_frame([case.instance], contract), contract)
+        label = labels_to_json(pipeline.predict(encoded))[0]
+        problems: list[str] = []
+        if case.expect is not None and label != case.expect:
+            problems.append(f"predicted {label!r}, expected {case.expect!r}")
+        if case.expect_in is not None and label not in case.expect_in:
+            problems.append(f"predicted {label!r}, expected one of {case.expect_in!r}")
+        if case.expect_between is not None:
+            low, high = case.expect_between
+            if not (isinstance(label, int | float) and low <= float(label) <= high):
+                problems.append(f"predicted {label!r}, expected between {low} and {high}")
+        detail = f"predicted {label!r}"
+        if case.min_probability is not None:
+            probability = _class_probability(pipeline, encoded, case.expect)
+            detail += f", p({case.expect!r}) = {probability:.3f}"
+            if probability < case.min_probability:
+                problems.append(f"p({case.expect!r}) = {probability:.3f} < min_probability {case.min_probability}")
+        checks.append(
+            GateCheck(
+                name=f"case: {case.name}", passed=not problems, detail="; ".join(problems) if problems else detail
+            )
+        )
+    return checks
+
+
+def _class_probability(pipeline: Any, encoded: pd.DataFrame, label: Any) -> float:
+    if not hasattr(pipeline, "predict_proba"):
+        return math.nan
+    classes = labels_to_json(pipeline.classes_)
+    if label not in classes:
+        return 0.0
+    return float(pipeline.predict_proba(encoded)[0][classes.index(label)])
+
+
+def probe_rows(contract: DataContract) -> pd.DataFrame:
+    """Corner inputs a client may legally send: every number at its training minimum, then at its maximum
+    (with the first / last category), and every nullable field missing."""
+    low: dict[str, Any] = {}
+    high: dict[str, Any] = {}
+    empty: dict[str, Any] = {}
+    for feature in contract.features:
+        if feature.kind == "numeric":
+            low[feature.name] = feature.minimum
+            high[feature.name] = feature.maximum
+        else:
+            categories: list[str | None] = list(feature.categories) if feature.categories else [None]
+            low[feature.name], high[feature.name] = categories[0], categories[-1]
+        empty[feature.name] = None if feature.nullable else low[feature.name]
+    return pd.DataFrame([low, high, empty], columns=contract.names)
+
+
+def invariant_checks(
+    pipeline: Any,
+    contract: DataContract,
+    rows: pd.DataFrame,
+    task: Task,
+    *,
+    target_range: tuple[float, float] | None,
+    margin: float,
+) -> list[GateCheck]:
+    """Outputs that must hold for any input: no NaN, labels among the classes, probabilities in [0, 1] summing
+    to 1 (classifiers), predictions within a plausible range of the training targets (regressors)."""
+    inputs = pd.concat([rows.loc[:, contract.names], probe_rows(contract)], ignore_index=True)
+    encoded = encode_frame(inputs, contract)
+    predictions = pipeline.predict(encoded)
+    where = f"on {len(inputs)} rows (held-out rows and corner inputs)"
+    checks: list[GateCheck] = []
+    if task == "classification":
+        classes = set(labels_to_json(pipeline.classes_))
+        strays = sorted({repr(label) for label in labels_to_json(predictions) if label not in classes})
+        checks.append(
+            GateCheck(
+                name="labels are known classes",
+                passed=not strays,
+                detail=f"labels outside the classes: {strays}" if strays else f"every label a known class {where}",
+            )
+        )
+        if hasattr(pipeline, "predict_proba"):
+            probabilities = np.asarray(pipeline.predict_proba(encoded), dtype=np.float64)
+            problems = []
+            if not np.isfinite(probabilities).all():
+                problems.append(f"{int((~np.isfinite(probabilities)).any(axis=1).sum())} rows with NaN/inf")
+            elif probabilities.min() < 0 or probabilities.max() > 1:
+                problems.append(f"values outside [0, 1] ({probabilities.min():.3g}..{probabilities.max():.3g})")
+            else:
+                gap = float(np.max(np.abs(probabilities.sum(axis=1) - 1)))
+                if gap > PROBABILITY_SUM_TOLERANCE:
+                    problems.append(f"rows sum to 1 only within {gap:.2g}")
+            checks.append(
+                GateCheck(
+                    name="probabilities are valid",
+                    passed=not problems,
+                    detail="; ".join(problems) if problems else f"finite, in [0, 1], summing to 1 {where}",
+                )
+            )
+        return checks
+    values = np.asarray(predictions, dtype=np.float64)
+    finite = np.isfinite(values)
+    checks.append(
+        GateCheck(
+            name="no NaN output",
+            passed=bool(finite.all()),
+            detail=f"{int((~finite).sum())} NaN/inf predictions {where}" if not finite.all() else f"finite {where}",
+        )
+    )
+    if target_range is not None and finite.all():
+        low, high = target_range
+        span = (high - low) or max(abs(high), 1.0)  # a constant target still gets some room
+        allowed = (low - margin * span, high + margin * span)
+        outside = int(((values < allowed[0]) | (values > allowed[1])).sum())
+        checks.append(
+            GateCheck(
+                name="outputs in a plausible range",
+                passed=outside == 0,
+                detail=(
+                    f"{outside} predictions outside [{allowed[0]:.4g}, {allowed[1]:.4g}] (training targets "
+                    f"{low:.4g}..{high:.4g}, widened by regression_range_margin {margin})"
+                    if outside
+                    else f"within [{allowed[0]:.4g}, {allowed[1]:.4g}] {where}"
+                ),
+            )
+        )
+    return checks

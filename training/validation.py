@@ -1,0 +1,146 @@
+"""Check a cleaned training table before anything is trained: enough rows, more than one class, and no drift
+from the champion's data contract (columns, types, categories, ranges, classes), and labels that still mean
+what they meant (the champion, scored on the new rows, must not collapse).
+
+Every problem is collected, one readable line each, so a failed run reports all of them at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+
+from sklambda.contract import MISSING_CATEGORY, canonical_category, encode_frame, frame_problems
+from sklambda.manifest import Manifest
+from training.config import TrainingConfig
+from training.evaluate import evaluate
+from training.features import infer_task
+
+EXAMPLES = 3
+# The champion is scored on at most this many of the new rows (a fixed-seed sample): enough to see labels that
+# collapsed, at a bounded cost on a table of millions of rows.
+CHAMPION_SAMPLE_ROWS = 50_000
+
+
+def _share(count: int, total: int) -> str:
+    return f"{count} of {total} rows ({count / total:.0%})"
+
+
+def validate_table(
+    frame: pd.DataFrame,
+    config: TrainingConfig,
+    champion: Manifest | None,
+    load_champion: Callable[[], Any],
+) -> tuple[list[str], dict[str, float] | None]:
+    """(problems, the champion's metrics on all the new rows or None). `frame` is cleaned (every row has a
+    target); `load_champion` returns the champion's fitted pipeline and is called only when needed."""
+    target = config.model.target
+    settings = config.data
+    problems: list[str] = []
+    rows = len(frame)
+    if rows < settings.min_rows:
+        problems.append(f"too few rows: {rows} with a target, at least {settings.min_rows} needed ([data].min_rows)")
+    task = infer_task(frame[target], config.model.task) if rows else config.model.task
+    if task == "classification":
+        counts = frame[target].value_counts()
+        if len(counts) < 2:
+            only = f" ({counts.index[0]!r})" if len(counts) else ""
+            problems.append(f"the target {target!r} has a single class{only}: nothing to learn")
+    if champion is None:
+        return problems, None
+    if champion.target != target or champion.task != task:
+        problems.append(
+            f"the champion v{champion.version} predicts {champion.target!r} ({champion.task}); "
+            f"this data gives {target!r} ({task})"
+        )
+        return problems, None
+    schema = [f"schema drift: column {p.field!r}: {p.message}" for p in frame_problems(frame, champion.contract)]
+    problems.extend(schema)
+    if schema:
+        return problems, None  # the rest compares columns that are not there or not numbers
+    problems.extend(_drift(frame, champion, config))
+    if problems or settings.max_champion_metric_drop is None or not rows:
+        return problems, None
+    scored = frame
+    if champion.task == "classification" and champion.classes is not None:
+        # Rows of classes the champion never predicts cannot be scored (log_loss); their share is checked above.
+        scored = frame[_canonical(frame[target]).isin({canonical_category(c) for c in champion.classes})]
+    if len(scored) > CHAMPION_SAMPLE_ROWS:
+        scored = scored.sample(CHAMPION_SAMPLE_ROWS, random_state=config.evaluation.random_state)
+    if scored.empty:
+        return problems, None
+    champion_metrics = evaluate(load_champion(), encode_frame(scored, champion.contract), scored[target], champion.task)
+    drop = _metric_drop(champion, champion_metrics)
+    if drop is not None and drop > settings.max_champion_metric_drop:
+        name = champion.metric.name
+        problems.append(
+            f"labels look changed or scrambled: the champion v{champion.version} scores {name} "
+            f"{champion_metrics[name]} on {len(scored)} of the new rows against {champion.metrics[name]} when it was "
+            "trained "
+            f"(worse by {drop:.3g} > [data].max_champion_metric_drop {settings.max_champion_metric_drop}). "
+            "Check the data; if the change is real, raise or switch off max_champion_metric_drop for this run"
+        )
+    return problems, champion_metrics
+
+
+def _metric_drop(champion: Manifest, on_new_rows: dict[str, float]) -> float | None:
+    name = champion.metric.name
+    if name not in on_new_rows or name not in champion.metrics:
+        return None
+    before, now = champion.metrics[name], on_new_rows[name]
+    return before - now if champion.metric.greater_is_better else now - before
+
+
+def _canonical(column: pd.Series) -> pd.Series:
+    """canonical_category of every value, computed once per distinct value (a million rows hold a handful)."""
+    mapping = {value: canonical_category(value) for value in column.dropna().unique().tolist()}
+    return column.map(mapping).fillna(MISSING_CATEGORY)
+
+
+def _drift(frame: pd.DataFrame, champion: Manifest, config: TrainingConfig) -> list[str]:
+    settings = config.data
+    total = len(frame)
+    problems: list[str] = []
+    if not total:
+        return problems
+    for feature in champion.contract.features:
+        column = frame[feature.name]
+        if feature.kind == "categorical":
+            allowed = set(feature.categories or ())
+            encoded = _canonical(column)
+            unseen = encoded[(encoded != MISSING_CATEGORY) & ~encoded.isin(allowed)]
+            if len(unseen) / total > settings.max_unseen_category_share:
+                examples = ", ".join(repr(value) for value in unseen.value_counts().index[:EXAMPLES])
+                problems.append(
+                    f"drift: column {feature.name!r}: {_share(len(unseen), total)} have categories the champion "
+                    f"never saw ({examples}; > [data].max_unseen_category_share {settings.max_unseen_category_share})"
+                )
+        elif feature.minimum is not None and feature.maximum is not None:
+            present = column.dropna().astype("float64")
+            outside = int(((present < feature.minimum) | (present > feature.maximum)).sum())
+            if outside / total > settings.max_out_of_range_share:
+                problems.append(
+                    f"drift: column {feature.name!r}: {_share(outside, total)} outside the champion's training "
+                    f"range [{feature.minimum:g}, {feature.maximum:g}] "
+                    f"(> [data].max_out_of_range_share {settings.max_out_of_range_share})"
+                )
+        if not feature.nullable:
+            missing = int(column.isna().sum())
+            if missing / total > settings.max_unseen_category_share:
+                problems.append(
+                    f"drift: column {feature.name!r}: {_share(missing, total)} are missing; the champion never "
+                    "saw it missing"
+                )
+    if champion.task == "classification" and champion.classes is not None:
+        labels = _canonical(frame[champion.target])
+        known = {canonical_category(label) for label in champion.classes}
+        new = labels[~labels.isin(known)]
+        if len(new) / total > settings.max_unseen_category_share:
+            examples = ", ".join(repr(value) for value in new.value_counts().index[:EXAMPLES])
+            problems.append(
+                f"drift: the target {champion.target!r}: {_share(len(new), total)} have classes the champion "
+                f"never predicted ({examples})"
+            )
+    return problems
