@@ -34,6 +34,7 @@ MiB = 1 << 20
 # Unzipped size budgets in MiB for function + all its layers (issue 7); Lambda's hard limit is 250 MiB.
 # A future scikit-learn serving function (predict with the sklearn runtime) gets 230.
 BUDGETS_MIB = {
+    "AdminFunction": 125,
     "PredictFunction": 125,
     "RetrainFunction": 230,
 }
