@@ -17,6 +17,7 @@ import argparse
 import importlib
 import importlib.machinery
 import importlib.util
+import io
 import itertools
 import json
 import logging
@@ -371,7 +372,8 @@ class LocalApi:
         # LocalApigwService.run() (BaseLocalService) blocks and installs a SIGTERM handler, which only the main
         # thread may do; serve the Flask app that create() built (the private `_app`) with werkzeug instead, with
         # the same threading choice run() makes.
-        self._server = make_server(self.host, self.port, service._app, threaded=not self.runner.is_debugging())
+        app = _TextBodiesAsApiGateway(service._app, self.api.binary_media_types)
+        self._server = make_server(self.host, self.port, app, threaded=not self.runner.is_debugging())
         self.port = self._server.server_port
         # A short poll interval: shutdown() waits for the serving loop's next poll, and tests stop servers often.
         self._serving_thread = threading.Thread(
@@ -405,6 +407,32 @@ class LocalApi:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+class _TextBodiesAsApiGateway:
+    """WSGI middleware: a body that is not of a binary media type reaches the function as UTF-8 text, invalid
+    bytes replaced by U+FFFD, as API Gateway passes it (binary uploads arrive garbled that way unless
+    binaryMediaTypes lists their type). SAM CLI 1.170.0 answers such a request with 502 instead: it decodes
+    strictly (samcli.local.apigw.event_constructor) and turns the UnicodeDecodeError into a Lambda failure."""
+
+    def __init__(self, app: Any, binary_media_types: Sequence[str]) -> None:
+        self.app = app
+        self.binary_media_types = list(binary_media_types or [])
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        mimetype = str(environ.get("CONTENT_TYPE", "")).partition(";")[0].strip().lower()
+        # samcli's test (event_constructor._should_base64_encode): those bodies go base64, untouched.
+        binary = mimetype in self.binary_media_types or "*/*" in self.binary_media_types
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        if not binary and length > 0:
+            body = environ["wsgi.input"].read(length)
+            try:
+                body.decode("utf-8")
+            except UnicodeDecodeError:
+                body = body.decode("utf-8", "replace").encode("utf-8")
+            environ["wsgi.input"] = io.BytesIO(body)
+            environ["CONTENT_LENGTH"] = str(len(body))
+        return self.app(environ, start_response)
 
 
 @contextmanager

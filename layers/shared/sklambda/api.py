@@ -181,7 +181,7 @@ def parse_predict_request(raw: bytes, limits: Limits) -> PredictRequest:
                 400, f"unknown top-level field {echo(unknown[0])}; expected {formats[0]!r} and optionally 'params'"
             )
         (format_key,) = formats
-        probabilities = _parse_params(document.get("params"))
+        probabilities = _parse_params(document["params"]) if "params" in document else True
     payload = document[format_key]
     rows = _row_count(format_key, payload)
     if rows > limits.max_rows:
@@ -192,8 +192,6 @@ def parse_predict_request(raw: bytes, limits: Limits) -> PredictRequest:
 
 
 def _parse_params(params: Any) -> bool:
-    if params is None:
-        return True
     if type(params) is not dict:
         raise RequestError(400, 'expected "params" to be an object like {"probabilities": false}')
     for name, value in params.items():

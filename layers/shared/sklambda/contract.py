@@ -5,8 +5,9 @@ every request against it and turns the rows into model inputs with the same conv
 (`canonical_category`, `MISSING_CATEGORY`). Serving imports only numpy; the pandas-facing helpers take a
 DataFrame but never import pandas themselves.
 
-Strict by design: no string→number or bool→number coercion, no NaN/Infinity, categories must have been seen in
-training, missing fields are reported, unknown fields are rejected unless the contract allows them.
+Strict by design: no string→number or bool→number coercion, no NaN/Infinity (nor numbers beyond ±1e18),
+categories must have been seen in training, missing fields are reported, unknown fields are rejected unless the
+contract allows them.
 """
 
 from __future__ import annotations
@@ -221,8 +222,9 @@ def _json_value(value: Any) -> Any:
 
 Columns = dict[str, np.ndarray]
 
-# The model reads numbers as float32: anything beyond this becomes infinity there.
-FLOAT32_MAX = float(np.finfo(np.float32).max)
+# The model computes in float32 (largest value 3.4e38). Inputs are bounded well below that so that what
+# pipelines compute from them (products, squared distances: 1e18 squared is 1e36) stays finite too.
+MAX_MAGNITUDE = 1e18
 _NONE = type(None)
 _NUMBER_TYPES = frozenset({int, float})
 _NUMBER_OR_NULL = _NUMBER_TYPES | {_NONE}
@@ -234,7 +236,7 @@ _ACCEPTED_TYPES: dict[str, frozenset[type]] = {
 }
 _EXPECTED = {"string": "a string", "number": "a number", "boolean": "true or false"}
 _NOT_A_LIST = "expected a non-empty list of objects (one per row)"
-_NOT_FINITE = "must be a finite number within float32 range"
+_NOT_FINITE = "must be a finite number between -1e18 and 1e18"
 _MISSING_FIELD = "missing field"
 
 # A problem before it is written out: (row, position of the field in the contract, field, message, value).
@@ -371,10 +373,10 @@ class RequestValidator:
             wide = np.array(block, dtype=np.float64)  # (features, rows); null becomes NaN, which the imputer fills
         except OverflowError:  # an integer beyond float64 (orjson reads those as floats; Python callers may not)
             wide = np.array([[_float_or_inf(value) for value in column] for column in block], dtype=np.float64)
-        # One test for infinities, NaN and numbers that float32 (the model's input type) cannot hold, before the
-        # cast: 1e300 is finite in float64, infinite in float32. NaN fails it too, and is fine where it was null.
-        if not (wide.max() <= FLOAT32_MAX and wide.min() >= -FLOAT32_MAX):
-            bad = ~(np.abs(wide) <= FLOAT32_MAX)
+        # One test for infinities, NaN and numbers beyond the bound, before the cast to float32 (the model's input
+        # type: 1e300 is finite in float64, not there). NaN fails it too, and is fine where it was null.
+        if not (wide.max() <= MAX_MAGNITUDE and wide.min() >= -MAX_MAGNITUDE):
+            bad = ~(np.abs(wide) <= MAX_MAGNITUDE)
             problems = len(found)
             for index, feature in enumerate(self._numeric):
                 rows = np.flatnonzero(bad[index])

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from sklambda.contract import Columns, RequestValidator
+from sklambda.contract import MAX_PROBLEMS_REPORTED, Columns, ContractViolation, Problem, RequestValidator
 from sklambda.errors import IntegrityError, ModelUnavailable, NotFound, StoreUnavailable, VersionRefused
 from sklambda.manifest import Manifest
 from sklambda.runtimes import ARTIFACTS, Prediction, Predictor, RuntimeName, load_predictor
@@ -30,6 +30,7 @@ REGRESSION_RTOL = 1e-4
 REGRESSION_ATOL = 1e-4
 
 EventSink = Callable[..., None]
+_NOT_SCORED = "the model gives no finite output for this row: its values are too far from the training data"
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,16 @@ class LoadedModel:
         return self.manifest.version
 
     def predict(self, columns: Columns) -> Prediction:
-        return self.predictor.predict(columns)
+        """Predict validated rows; rows the model gives no finite output for are refused (ContractViolation):
+        values valid one by one can still be too extreme together for float32 arithmetic."""
+        prediction = self.predictor.predict(columns)
+        scores = prediction.probabilities if prediction.probabilities is not None else prediction.labels
+        if scores.dtype.kind == "f" and not np.isfinite(scores).all():
+            rows = np.flatnonzero(~np.isfinite(scores).reshape(len(scores), -1).all(axis=1))
+            raise ContractViolation(
+                [Problem(row=int(row), message=_NOT_SCORED) for row in rows[:MAX_PROBLEMS_REPORTED]], total=len(rows)
+            )
+        return prediction
 
 
 def load_version(
