@@ -123,11 +123,11 @@ def check_depth(raw: bytes, max_depth: int) -> None:
 
 def _json_depth(raw: bytes) -> int:
     data = np.frombuffer(raw, dtype=np.uint8)
-    # '[' 0x5B and '{' 0x7B differ only in bit 0x20, as do ']' 0x5D and '}' 0x7D: after `| 0x20` and `- 0x7B`
-    # (wrapping in uint8) an opening bracket is 0, a closing one 2, and nothing else is 0 or 2.
-    folded = data | 0x20
-    folded -= 0x7B
-    brackets = np.flatnonzero((folded & 0xFD) == 0)
+    # Brackets in three passes: '[' ']' '{' '}' minus 0x5B are 0x00, 0x02, 0x20, 0x22, and no other byte gives
+    # a value with only bits 0x02 and 0x20 set (in uint8, wrapping).
+    shifted = data - np.uint8(0x5B)
+    shifted &= 0xDD
+    brackets = np.flatnonzero(shifted == 0)
     if brackets.size == 0:
         return 0
     quotes = data == 0x22
@@ -137,7 +137,7 @@ def _json_depth(raw: bytes) -> int:
     # consecutive brackets (one reduceat pass), then add up.
     segments = np.add.reduceat(quotes, np.concatenate(([0], brackets)), dtype=np.int32)
     outside = brackets[(np.cumsum(segments)[:-1] & 1) == 0]
-    steps = 1 - folded[outside].astype(np.int8)  # +1 opens, -1 closes
+    steps = (data[outside] & 0x02).astype(np.int8) - 1  # '[' and '{' have bit 0x02 set: +1; ']' '}' -1
     return int(np.cumsum(steps, dtype=np.int32).max(initial=0))
 
 
@@ -227,18 +227,10 @@ def dumps(body: Any) -> str:
     return orjson.dumps(body, option=_DUMPS_OPTIONS).decode()
 
 
-def predict_reply(
-    model: LoadedModel,
-    prediction: Prediction,
-    request_id: str,
-    *,
-    probabilities: bool,
-    labels: list[Any] | None = None,
-) -> str:
-    """The reply's JSON; `labels` is prediction.labels as a list, when the caller has made it already."""
+def predict_reply(model: LoadedModel, prediction: Prediction, request_id: str, *, probabilities: bool) -> str:
     predictions: Any = prediction.labels
-    if predictions.dtype == object:
-        predictions = labels if labels is not None else predictions.tolist()
+    if predictions.dtype == object:  # strings: orjson writes numeric arrays itself, not object ones
+        predictions = predictions.tolist()
     reply: dict[str, Any] = {"model": {"name": model.name, "version": model.version}, "predictions": predictions}
     if prediction.probabilities is not None:
         reply["classes"] = model.manifest.classes
