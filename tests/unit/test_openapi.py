@@ -24,8 +24,11 @@ def app(fresh_handler: Callable[..., ModuleType], local_store_copy: Path) -> Mod
     return fresh_handler("functions.predict.app", MODEL_STORE_URI=str(local_store_copy), MODEL_NAME="penguins")
 
 
+EVENTS = {"/predict": "predict", "/health": "health", "/model": "model", "/openapi.json": "openapi"}
+
+
 def call(app: ModuleType, path: str, body: Any = None) -> tuple[int, Any]:
-    event = load_event("predict") if path == "/predict" else load_event("health") | {"resource": path, "path": path}
+    event = load_event(EVENTS[path])
     if body is not None:
         event["body"] = json.dumps(body)
     response = app.lambda_handler(event, LambdaContext())

@@ -248,7 +248,7 @@ def test_health_names_the_loaded_version(predict_app: ModuleType, lambda_context
 
 
 def test_model_describes_the_served_version(predict_app: ModuleType, lambda_context: LambdaContext) -> None:
-    event = load_event("health") | {"resource": "/model", "path": "/model"}
+    event = load_event("model")
     status, body = call(predict_app, event, lambda_context)
     assert status == 200
     assert (body["name"], body["version"], body["runtime"], body["task"]) == ("penguins", 1, "onnx", "classification")
@@ -261,7 +261,7 @@ def test_model_describes_the_served_version(predict_app: ModuleType, lambda_cont
 
 
 def test_openapi_describes_this_model(predict_app: ModuleType, lambda_context: LambdaContext) -> None:
-    event = load_event("health") | {"resource": "/openapi.json", "path": "/openapi.json"}
+    event = load_event("openapi")
     status, spec = call(predict_app, event, lambda_context)
     assert status == 200
     assert spec["openapi"] == "3.1.0"
@@ -289,9 +289,9 @@ def test_no_model_yet_is_503(
     status, health = call(app, load_event("health"), lambda_context)
     assert (status, health["status"], health["model"]) == (200, "unavailable", None)
     assert "has no 'champion' alias yet" in health["problem"]
-    model_event = load_event("health") | {"resource": "/model", "path": "/model"}
+    model_event = load_event("model")
     assert call(app, model_event, lambda_context)[0] == 503
-    spec_event = load_event("health") | {"resource": "/openapi.json", "path": "/openapi.json"}
+    spec_event = load_event("openapi")
     status, spec = call(app, spec_event, lambda_context)
     assert (status, spec["info"]["version"]) == (200, "0")
 

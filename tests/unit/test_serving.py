@@ -49,8 +49,8 @@ def predict(app: ModuleType, instances: list[dict[str, Any]]) -> tuple[int, dict
     return response["statusCode"], json.loads(response["body"])
 
 
-def get(app: ModuleType, path: str) -> dict[str, Any]:
-    event = load_event("health") | {"resource": path, "path": path}
+def get(app: ModuleType, event_name: str) -> dict[str, Any]:
+    event = load_event(event_name)
     body: dict[str, Any] = json.loads(app.lambda_handler(event, LambdaContext())["body"])
     return body
 
@@ -144,7 +144,7 @@ def test_a_tampered_artifact_is_refused_and_the_last_good_version_keeps_serving(
     status, reply = predict(app, json.loads(load_event("predict")["body"])["instances"])
     # Then v2 is refused (its bytes do not match the manifest's sha256) and v1 answers
     assert (status, reply["model"]["version"]) == (200, 1)
-    health = get(app, "/health")
+    health = get(app, "health")
     assert health["model"]["version"] == 1
     assert "refused penguins v2" in health["problem"]
     assert "does not match the manifest's" in health["problem"]
@@ -169,10 +169,10 @@ def test_a_non_parity_artifact_is_refused_at_load_and_at_promotion(
     store.promote("penguins", version, by="test", reason="forced")
     status, reply = predict(app, json.loads(load_event("predict")["body"])["instances"])
     assert (status, reply["model"]["version"]) == (200, 1)
-    assert "failed its self-test" in get(app, "/health")["problem"]
+    assert "failed its self-test" in get(app, "health")["problem"]
     # And once the alias is back on a good version, the problem is gone
     store.rollback("penguins", by="test", reason="back to v1")
-    assert get(app, "/health") == {
+    assert get(app, "health") == {
         "status": "ok",
         "model": {"name": "penguins", "version": 1, "runtime": "onnx"},
         "problem": None,
