@@ -73,6 +73,9 @@ def test_body_size_is_checked_in_bytes_before_parsing() -> None:
 
 def test_missing_body_base64_and_broken_text() -> None:
     assert refused(request_bytes, None, base64_encoded=False, limits=LIMITS).status == 400
+    assert str(refused(request_bytes, {"instances": []}, base64_encoded=False, limits=LIMITS)) == (
+        "the body must be JSON text"
+    )
     assert str(refused(request_bytes, "", base64_encoded=False, limits=LIMITS)).startswith("the request has no body")
     assert request_bytes("eyJhIjogMX0=", base64_encoded=True, limits=LIMITS) == b'{"a": 1}'
     assert str(refused(request_bytes, "not base64!", base64_encoded=True, limits=LIMITS)) == (

@@ -84,10 +84,12 @@ def check_content_type(value: str | None) -> None:
             )
 
 
-def request_bytes(body: str | bytes | None, *, base64_encoded: bool, limits: Limits) -> bytes:
+def request_bytes(body: Any, *, base64_encoded: bool, limits: Limits) -> bytes:
     """The body as bytes, refused when absent, larger than the limit, or not UTF-8-encodable."""
     if body is None or len(body) == 0:
         raise RequestError(400, 'the request has no body; send JSON like {"instances": [{...}]}', kind="NoBody")
+    if not isinstance(body, str | bytes):  # only a direct invocation can send anything else
+        raise RequestError(400, "the body must be JSON text", kind="InvalidJson")
     too_large = f"the body is larger than {limits.max_body_bytes} bytes; send fewer rows per request"
     # A string has at least as many bytes as characters: refuse a huge body before copying it.
     if len(body) > (limits.max_body_bytes * 4 // 3 + 4 if base64_encoded else limits.max_body_bytes):
