@@ -349,7 +349,9 @@ def main(argv: list[str] | None = None) -> int:
         models = {"sample LR": "penguins", "forest 100": "penguins-forest"}
         if not args.store:
             models = train_models(store_uri)
+        load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
         print(f"python {sys.version.split()[0]}, store {store_uri}; medians of interleaved repetitions")
+        print(f"load average before: {load} (other work on the machine inflates the handler more than the floor)")
         print(f"{'model':<16} {'runtime':<8} {'measure':<22} {'handler':>10} {'floor':>10}  {'vs floor':>10}  target")
         for label, name in models.items():
             for runtime in args.runtimes.split(","):
@@ -359,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
                 repeats["init"] = args.init
                 for row in bench(label, name, runtime, store_uri, repeats, args.skip_init):
                     print(row.show(), flush=True)
+        print("load average after: " + ", ".join(f"{value:.2f}" for value in os.getloadavg()))
     return 0
 
 

@@ -66,16 +66,20 @@ def champion(store: Path, name: str) -> tuple[Manifest, Any]:
 # ------------------------------------------------------------------------------------------ parity
 
 
-@pytest.mark.parametrize("config", [None, FOREST_CONFIG], ids=["logistic-regression", "random-forest-100"])
+@pytest.mark.parametrize(
+    ("config", "runtime"),
+    [(None, "onnx"), (FOREST_CONFIG, "onnx"), (None, "sklearn")],
+    ids=["logistic-regression", "random-forest-100", "logistic-regression-sklearn-runtime"],
+)
 def test_served_classes_and_probabilities_equal_the_pipeline(
-    fresh_handler: Callable[..., ModuleType], tmp_path: Path, config: Path | None
+    fresh_handler: Callable[..., ModuleType], tmp_path: Path, config: Path | None, runtime: str
 ) -> None:
     # Given the sample data trained with the default pipeline, or a 100-tree random forest
     store = tmp_path / "store"
     extra = ["--config", str(config)] if config else []
     assert main(["train", "--data", str(PENGUINS_CSV), "--store", str(store), "--name", "penguins", *extra]) == 0
     manifest, pipeline = champion(store, "penguins")
-    app = serve(fresh_handler, store, "penguins", MAX_ROWS="1000")
+    app = serve(fresh_handler, store, "penguins", MAX_ROWS="1000", SERVING_RUNTIME=runtime)
     # When every row of the data set (with its gaps) is sent through the handler
     frame = pd.read_csv(PENGUINS_CSV)
     status, reply = predict(app, frame_to_instances(frame, manifest.contract.names))
