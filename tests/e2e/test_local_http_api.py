@@ -73,3 +73,16 @@ def test_retrain_over_http_then_predict_serves_the_new_version(api: LocalApi) ->
     assert (run["model"]["version"], run["promoted"]) == (2, True)
     status, body = request(api, "POST", "/predict", load_event("predict")["body"])
     assert (status, body["model"]["version"]) == (200, 2)
+
+
+def test_a_body_that_is_not_utf8_is_a_400_not_a_gateway_error(api: LocalApi) -> None:
+    # Given a body with bytes that are not UTF-8 (API Gateway passes such text on with U+FFFD in their place)
+    body = b'{"instances": [\xff\xfe]}'
+    headers = {"Content-Type": "application/json"}
+    outgoing = urllib.request.Request(api.url + "/predict", data=body, method="POST", headers=headers)
+    # When it is sent
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(outgoing, timeout=60)
+    # Then the function answers 400 (SAM CLI's emulation alone would answer 502)
+    assert refused.value.code == 400
+    assert json.loads(refused.value.read())["error"].startswith("the body is not valid JSON")
