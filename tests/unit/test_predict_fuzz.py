@@ -101,7 +101,13 @@ def event_for(body: str | None, content_type: str | None, base64_encoded: bool) 
     return event
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+# derandomize: the same 400 cases on every run, so CI cannot fail by luck; widen max_examples to explore.
+@settings(
+    max_examples=400,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(body=bodies, content_type=content_types, base64_encoded=st.booleans())
 def test_no_request_gets_a_server_error(
     app: ModuleType, body: str | None, content_type: str | None, base64_encoded: bool
