@@ -12,7 +12,7 @@ HOST ?= 127.0.0.1
 PORT ?= 3000
 LAMBDA_PORT ?= 3001
 
-.PHONY: help dev demo train serve test lint typecheck unit integration template e2e build validate deploy clean
+.PHONY: help dev demo train serve test lint typecheck unit integration template e2e bench build validate deploy clean
 
 help:
 	@echo "make demo         set up, train the sample model into ./$(MODEL_STORE_URI) and serve the API on http://$(HOST):$(PORT)"
@@ -21,6 +21,7 @@ help:
 	@echo "make train        train DATA=$(DATA) into MODEL_STORE_URI=$(MODEL_STORE_URI)"
 	@echo "make serve        serve template.yaml's API routes locally, in-process (no Docker)"
 	@echo "make unit | integration | template | e2e   one test tier"
+	@echo "make bench        serving benchmark: handler vs bare model, batch and init vs their floors (prints ratios)"
 	@echo "make build        sam build (no container; needs Python 3.12)"
 	@echo "make deploy       sam build && sam deploy --guided"
 
@@ -73,6 +74,10 @@ template: $(STAMP)
 
 e2e: $(STAMP)
 	$(PY) -m pytest -m e2e
+
+# Not a test: prints timings measured side by side and their ratios (benchmarks/serving.py says what and why).
+bench: $(STAMP)
+	$(PY) -m benchmarks.serving
 
 # Every check and every test tier; CI (.ci/run) runs exactly this.
 test: lint typecheck validate

@@ -22,6 +22,7 @@ import argparse
 import importlib
 import importlib.machinery
 import importlib.util
+import io
 import itertools
 import json
 import logging
@@ -412,7 +413,8 @@ class LocalApi:
                     self.runner.env_overrides.setdefault(name, value)
         service = LocalApigwService(api=self.api, lambda_runner=self.runner, port=self.port, host=self.host)
         service.create()
-        self.port = self._serve(service._app, self.port, "local-api")
+        app = _TextBodiesAsApiGateway(service._app, self.api.binary_media_types)
+        self.port = self._serve(app, self.port, "local-api")
         return self
 
     def _serve(self, app: Any, port: int, name: str) -> int:
@@ -460,6 +462,32 @@ def _host_has_credentials() -> bool:
     import botocore.session  # only here: the module otherwise needs no AWS SDK
 
     return botocore.session.get_session().get_credentials() is not None
+
+
+class _TextBodiesAsApiGateway:
+    """WSGI middleware: a body that is not of a binary media type reaches the function as UTF-8 text, invalid
+    bytes replaced by U+FFFD, as API Gateway passes it (binary uploads arrive garbled that way unless
+    binaryMediaTypes lists their type). SAM CLI 1.170.0 answers such a request with 502 instead: it decodes
+    strictly (samcli.local.apigw.event_constructor) and turns the UnicodeDecodeError into a Lambda failure."""
+
+    def __init__(self, app: Any, binary_media_types: Sequence[str]) -> None:
+        self.app = app
+        self.binary_media_types = list(binary_media_types or [])
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        mimetype = str(environ.get("CONTENT_TYPE", "")).partition(";")[0].strip().lower()
+        # samcli's test (event_constructor._should_base64_encode): those bodies go base64, untouched.
+        binary = mimetype in self.binary_media_types or "*/*" in self.binary_media_types
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        if not binary and length > 0:
+            body = environ["wsgi.input"].read(length)
+            try:
+                body.decode("utf-8")
+            except UnicodeDecodeError:
+                body = body.decode("utf-8", "replace").encode("utf-8")
+            environ["wsgi.input"] = io.BytesIO(body)
+            environ["CONTENT_LENGTH"] = str(len(body))
+        return self.app(environ, start_response)
 
 
 @contextmanager

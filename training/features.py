@@ -90,13 +90,15 @@ def _listed(value: str | list[str]) -> list[str]:
     return value if isinstance(value, list) else []
 
 
-def preprocessing(features: FeatureSet) -> ColumnTransformer:
-    """Median imputation + scaling for numbers; one-hot for categories (missing is its own category, see
-    sklambda.contract.MISSING_CATEGORY). Every step converts to ONNX."""
+def preprocessing(features: FeatureSet, *, scale: bool = True) -> ColumnTransformer:
+    """Median imputation (+ scaling unless `scale` is off) for numbers; one-hot for categories (missing is its own
+    category, see sklambda.contract.MISSING_CATEGORY). Every step converts to ONNX."""
     transformers: list[tuple[str, object, list[str]]] = []
     if features.numeric:
-        numeric = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
-        transformers.append(("numeric", numeric, features.numeric))
+        steps: list[tuple[str, object]] = [("impute", SimpleImputer(strategy="median"))]
+        if scale:
+            steps.append(("scale", StandardScaler()))
+        transformers.append(("numeric", Pipeline(steps), features.numeric))
     if features.categorical:
         transformers.append(
             ("categorical", OneHotEncoder(handle_unknown="ignore", sparse_output=False), features.categorical)

@@ -102,3 +102,16 @@ def test_unknown_run_over_http_is_404(api: LocalApi) -> None:
     status, body = request(api, "GET", "/retrain/20260101T000000000Z-00000000")
     assert status == 404
     assert "has no run" in body["error"]
+
+
+def test_a_body_that_is_not_utf8_is_a_400_not_a_gateway_error(api: LocalApi) -> None:
+    # Given a body with bytes that are not UTF-8 (API Gateway passes such text on with U+FFFD in their place)
+    body = b'{"instances": [\xff\xfe]}'
+    headers = {"Content-Type": "application/json"}
+    outgoing = urllib.request.Request(api.url + "/predict", data=body, method="POST", headers=headers)
+    # When it is sent
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(outgoing, timeout=60)
+    # Then the function answers 400 (SAM CLI's emulation alone would answer 502)
+    assert refused.value.code == 400
+    assert json.loads(refused.value.read())["error"].startswith("the body is not valid JSON")

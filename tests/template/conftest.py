@@ -97,14 +97,50 @@ def render(parameter_defaults: dict[str, str]) -> Callable[[Any], str | None]:
     return _render
 
 
-@pytest.fixture(scope="session")
-def layer_names(resources: dict[str, Any]) -> Callable[[str], set[str]]:
-    """The template's layer names (SharedCodeLayer, ...) used by a function; SAM suffixes a content hash."""
+def condition_values(cfn: dict[str, Any], parameters: dict[str, str]) -> dict[str, bool]:
+    """Each condition of the template, evaluated for these parameter values (the defaults for the rest)."""
 
-    def _layer_names(function_id: str) -> set[str]:
+    def evaluate(expression: Any) -> Any:
+        if not isinstance(expression, dict):
+            return expression
+        ((function, argument),) = expression.items()
+        if function == "Ref":
+            return parameters.get(argument, cfn["Parameters"].get(argument, {}).get("Default"))
+        if function == "Fn::Equals":
+            left, right = (evaluate(item) for item in argument)
+            return str(left) == str(right)
+        if function == "Fn::Not":
+            return not evaluate(argument[0])
+        if function == "Condition":
+            return evaluate(cfn["Conditions"][argument])
+        raise NotImplementedError(function)
+
+    return {name: bool(evaluate(expression)) for name, expression in cfn["Conditions"].items()}
+
+
+def resolve_if(value: Any, conditions: dict[str, bool]) -> Any:
+    """`value` with every Fn::If replaced by the branch its condition picks."""
+    if isinstance(value, list):
+        return [resolve_if(item, conditions) for item in value]
+    if isinstance(value, dict):
+        if set(value) == {"Fn::If"}:
+            condition, when_true, when_false = value["Fn::If"]
+            return resolve_if(when_true if conditions[condition] else when_false, conditions)
+        return {key: resolve_if(item, conditions) for key, item in value.items()}
+    return value
+
+
+@pytest.fixture(scope="session")
+def layer_names(cfn: dict[str, Any], resources: dict[str, Any]) -> Callable[..., set[str]]:
+    """The template's layer names (SharedCodeLayer, ...) used by a function for the given parameter values;
+    SAM suffixes a content hash."""
+
+    def _layer_names(function_id: str, **parameters: str) -> set[str]:
+        conditions = condition_values(cfn, parameters)
         names = set()
-        for layer in resources[function_id]["Properties"].get("Layers", []):
+        for layer in resolve_if(resources[function_id]["Properties"].get("Layers", []), conditions):
             logical_id = layer["Ref"]
+            assert conditions[resources[logical_id]["Condition"]] if "Condition" in resources[logical_id] else True
             assert resources[logical_id]["Type"] == "AWS::Lambda::LayerVersion"
             match = _LAYER_HASH.match(logical_id)
             names.add(match.group("name") if match else logical_id)

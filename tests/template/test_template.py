@@ -11,6 +11,8 @@ import pytest
 from cfnlint.api import lint_file
 from cfnlint.config import ManualArgs
 
+from tests.template.conftest import condition_values, resolve_if
+
 pytestmark = pytest.mark.template
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,7 +72,13 @@ def test_resources_exist_with_their_types(resources: dict[str, Any]) -> None:
     }
     assert {key: resources[key]["Type"] for key in expected if key in resources} == expected
     layers = {key[:-10] for key in _of_type(resources, "AWS::Lambda::LayerVersion")}
-    assert layers == {"SharedCodeLayer", "TrainingCodeLayer", "ServingDepsLayer", "TrainingDepsLayer"}
+    assert layers == {
+        "SharedCodeLayer",
+        "TrainingCodeLayer",
+        "ServingDepsLayer",
+        "ServingSklearnDepsLayer",
+        "TrainingDepsLayer",
+    }
 
 
 def test_functions_use_python312_x86_with_the_agreed_sizes(resources: dict[str, Any]) -> None:
@@ -270,14 +278,62 @@ def test_bucket_policy_denies_requests_without_tls(resources: dict[str, Any], re
 
 
 def test_each_function_gets_only_its_layers(layer_names: Any) -> None:
-    # Given the two functions
+    # Given the two functions with the default parameters (ServingRuntime onnx)
     # When resolving their layers to the template's names
     predict, retrain = layer_names("PredictFunction"), layer_names("RetrainFunction")
-    # Then prediction has our shared code and the serving dependencies, never the training code or dependencies
+    # Then prediction has our shared code and the ONNX serving dependencies, never training code or dependencies
     assert predict == {"SharedCodeLayer", "ServingDepsLayer"}
     assert not predict & {"TrainingCodeLayer", "TrainingDepsLayer"}
     # And retraining has the shared code, the training package and the training dependencies
     assert retrain == {"SharedCodeLayer", "TrainingCodeLayer", "TrainingDepsLayer"}
+
+
+def test_serving_runtime_picks_the_layers_and_tells_the_function(
+    cfn: dict[str, Any], resources: dict[str, Any], layer_names: Any
+) -> None:
+    # Given the ServingRuntime parameter (onnx by default, sklearn for pipelines that do not convert)
+    parameter = cfn["Parameters"]["ServingRuntime"]
+    assert (parameter["Default"], parameter["AllowedValues"]) == ("onnx", ["onnx", "sklearn"])
+    # When the template is resolved for each value
+    onnx, sklearn = layer_names("PredictFunction"), layer_names("PredictFunction", ServingRuntime="sklearn")
+    # Then onnx gets ONNX Runtime and no scikit-learn; sklearn gets the scikit-learn layer instead, not both
+    assert onnx == {"SharedCodeLayer", "ServingDepsLayer"}
+    assert sklearn == {"SharedCodeLayer", "ServingSklearnDepsLayer"}
+    # And the scikit-learn layer is created only when chosen (ServingDepsLayer always: the admin function uses it)
+    for runtime, onnx_layer, sklearn_layer in (("onnx", True, False), ("sklearn", False, True)):
+        conditions = condition_values(cfn, {"ServingRuntime": runtime})
+        assert conditions["UsesSklearnRuntime"] == sklearn_layer != onnx_layer
+    layer_conditions = {
+        key.rstrip("0123456789abcdef"): resource.get("Condition")
+        for key, resource in resources.items()
+        if resource["Type"] == "AWS::Lambda::LayerVersion" and "Serving" in key
+    }
+    assert layer_conditions == {"ServingDepsLayer": None, "ServingSklearnDepsLayer": "UsesSklearnRuntime"}
+    # And the function is told which runtime it has (SERVING_RUNTIME), and the retrain function is not affected
+    env = resources["PredictFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["SERVING_RUNTIME"] == {"Ref": "ServingRuntime"}
+    assert layer_names("RetrainFunction", ServingRuntime="sklearn") == layer_names("RetrainFunction")
+
+
+def test_sklearn_layer_ships_scikit_learn_and_no_onnxruntime() -> None:
+    # Given the scikit-learn serving layer's requirements
+    text = (ROOT / "layers" / "serving-sklearn" / "requirements.txt").read_text()
+    names = {line.split("==")[0].strip().lower() for line in text.splitlines() if "==" in line}
+    # Then it can unpickle and run a pipeline (scikit-learn, pandas, joblib) and has no ONNX Runtime
+    assert {"scikit-learn", "scipy", "pandas", "joblib", "numpy", "aws-lambda-powertools", "orjson"} <= names
+    assert "onnxruntime" not in names
+
+
+def test_unknown_fields_setting_defaults_to_the_contract(cfn: dict[str, Any], resources: dict[str, Any]) -> None:
+    # Given the AllowUnknownFields parameter and the predict function's environment
+    parameter = cfn["Parameters"]["AllowUnknownFields"]
+    env = resources["PredictFunction"]["Properties"]["Environment"]["Variables"]
+    # When resolved for each value
+    # Then "contract" leaves the variable empty (the model's contract decides), true/false pass through
+    assert (parameter["Default"], parameter["AllowedValues"]) == ("contract", ["contract", "true", "false"])
+    for value, expected in (("contract", ""), ("true", {"Ref": "AllowUnknownFields"})):
+        conditions = condition_values(cfn, {"AllowUnknownFields": value})
+        assert resolve_if(env["ALLOW_UNKNOWN_FIELDS"], conditions) == expected
 
 
 @pytest.mark.parametrize(
@@ -286,6 +342,7 @@ def test_each_function_gets_only_its_layers(layer_names: Any) -> None:
         ("SharedCodeLayer", "layers/shared", "python3.12"),
         ("ServingDepsLayer", "layers/serving", "makefile"),
         ("TrainingDepsLayer", "layers/training", "makefile"),
+        ("ServingSklearnDepsLayer", "layers/serving-sklearn", "python3.12"),
         ("TrainingCodeLayer", "training", "makefile"),
     ],
 )

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TOP_LEVEL = ROOT / "requirements.txt"
 LAYER_FILES = {
     "serving": ROOT / "layers" / "serving" / "requirements.txt",
+    "serving-sklearn": ROOT / "layers" / "serving-sklearn" / "requirements.txt",
     "training": ROOT / "layers" / "training" / "requirements.txt",
     "shared": ROOT / "layers" / "shared" / "requirements.txt",
 }
@@ -48,8 +49,11 @@ TRAINING_ONLY = {
     "fsspec",
     "packaging",
 }
+# The scikit-learn serving runtime: instead of ONNX Runtime, what unpickling and running a pipeline needs.
+SERVING_SKLEARN = (SERVING - {"onnxruntime"}) | {"scikit-learn", "scipy", "joblib", "threadpoolctl", "pandas"}
 REQUIRED = {
     "serving": SERVING,
+    "serving-sklearn": SERVING_SKLEARN,
     "training": (SERVING - {"onnxruntime"}) | TRAINING_ONLY,
     "shared": set(),
 }
@@ -60,6 +64,7 @@ RUNTIME_PROVIDED = {"boto3", "botocore", "s3transfer"}
 # to the layer file, then remove them here.
 NOT_YET_PINNED: dict[str, set[str]] = {
     "serving": set(),
+    "serving-sklearn": set(),
     "training": set(),
     "shared": set(),
 }
@@ -161,6 +166,13 @@ def test_layer_does_not_ship_what_the_runtime_provides(layer: str) -> None:
     assert names & RUNTIME_PROVIDED == set()
 
 
+def test_sklearn_serving_layer_has_no_onnx_and_no_training_tools() -> None:
+    # Given the scikit-learn serving layer's requirements (it replaces the ONNX one, it is not added to it)
+    names = set(pins(read_requirements(LAYER_FILES["serving-sklearn"])))
+    # Then it has no ONNX Runtime and none of training's own tools (conversion, Parquet)
+    assert names & {"onnxruntime", "skl2onnx", "onnx", "fastparquet", "protobuf"} == set()
+
+
 def test_serving_layer_has_no_training_packages() -> None:
     # Given the serving layer's requirements
     names = set(pins(read_requirements(LAYER_FILES["serving"])))
@@ -169,7 +181,7 @@ def test_serving_layer_has_no_training_packages() -> None:
     assert names & {"scikit-learn", "scipy", "pandas", "skl2onnx", "fastparquet", "joblib"} == set()
 
 
-@pytest.mark.parametrize("layer", ["serving", "training"])
+@pytest.mark.parametrize("layer", ["serving", "serving-sklearn", "training"])
 def test_layer_pins_its_transitive_dependencies(layer: str) -> None:
     # Given a layer's pins (sam build resolves their dependencies too, and takes the newest unpinned version)
     names = set(pins(read_requirements(LAYER_FILES[layer])))

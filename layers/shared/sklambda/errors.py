@@ -46,11 +46,13 @@ class DataError(SklambdaError):
 
 
 class RequestError(SklambdaError):
-    """Something the client sent is wrong; `status` is the HTTP status to answer with (4xx)."""
+    """Something the client sent is wrong; `status` is the HTTP status to answer with (4xx), `kind` names the
+    mistake for metrics (InvalidJson, BodyTooLarge, ...)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, kind: str = "BadRequest") -> None:
         super().__init__(message)
         self.status = status
+        self.kind = kind
 
 
 class RunSkipped(SklambdaError):

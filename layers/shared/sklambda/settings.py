@@ -45,6 +45,19 @@ class ServingSettings(StoreSettings):
     serving_runtime: RuntimeName = "onnx"
     # How often a warm container re-reads the alias (a conditional GET that costs one round trip).
     alias_refresh_seconds: float = Field(default=30.0, ge=0)
+    # Unset: the contract decides (stored with the version at training; strict by default). true/false
+    # overrides it for this deployment.
+    allow_unknown_fields: bool | None = None
+    # What one POST /predict may hold: bytes of body (API Gateway allows 10 MB, Lambda 6 MB), JSON nesting
+    # (no valid request is deeper than 4), rows.
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, le=6_291_456)
+    max_json_depth: int = Field(default=10, ge=4, le=512)
+    max_rows: int = Field(default=5000, ge=1)
+
+    @field_validator("allow_unknown_fields", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return value or None if isinstance(value, str) else value
 
 
 class GuardSettings(StoreSettings):

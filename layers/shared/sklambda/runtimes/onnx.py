@@ -28,10 +28,13 @@ class OnnxPredictor:
             )
         # Inputs were created in contract order at conversion time.
         self._inputs = list(zip(input_names, contract.names, strict=True))
+        self._outputs = [node.name for node in self.session.get_outputs()]
         self._classifier = contract.task == "classification"
 
     def predict(self, columns: Columns) -> Prediction:
-        outputs = self.session.run(None, {input_name: columns[feature] for input_name, feature in self._inputs})
+        feeds = {input_name: columns[feature] for input_name, feature in self._inputs}
+        outputs = self.session.run(self._outputs, feeds)
         if self._classifier:
             return Prediction(labels=np.asarray(outputs[0]).ravel(), probabilities=np.asarray(outputs[1]))
-        return Prediction(labels=np.asarray(outputs[0], dtype=np.float64).ravel())
+        # float32, as computed: its shortest decimal form is what the reply carries (4012.479, not 4012.47900390625).
+        return Prediction(labels=np.asarray(outputs[0]).ravel())

@@ -39,9 +39,15 @@ class SklearnPredictor:
         self._classifier = contract.task == "classification"
 
     def predict(self, columns: Columns) -> Prediction:
-        frame = pd.DataFrame({name: columns[name].ravel() for name in self._names})
-        numeric = [name for name in self._names if columns[name].dtype != object]
-        frame[numeric] = frame[numeric].astype(np.float64)
+        # One DataFrame construction, numbers already float64 (as in training): a second pass to cast columns
+        # costs as much again in pandas.
+        frame = pd.DataFrame(
+            {
+                name: column.ravel() if column.dtype == object else column.ravel().astype(np.float64)
+                for name, column in ((name, columns[name]) for name in self._names)
+            },
+            copy=False,
+        )
         labels = np.asarray(self.pipeline.predict(frame))  # type: ignore[attr-defined]
         if self._classifier:
             return Prediction(labels=labels, probabilities=np.asarray(self.pipeline.predict_proba(frame)))  # type: ignore[attr-defined]

@@ -1,0 +1,216 @@
+"""Serving correctness through the real handler: the served predictions equal the scikit-learn pipeline's (a
+classifier, a random forest, a regressor), and a tampered or non-parity ONNX artifact is refused at load while
+the last good version keeps serving."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.datasets import load_diabetes
+
+from sklambda.contract import ContractViolation, encode_frame, frame_to_instances
+from sklambda.errors import VersionRefused
+from sklambda.manifest import Manifest
+from sklambda.runtimes import Prediction
+from sklambda.runtimes.sklearn import load_pipeline
+from sklambda.serving import PROBABILITY_TOLERANCE, REGRESSION_ATOL, REGRESSION_RTOL, LoadedModel, local_self_test
+from sklambda.store import ModelStore
+from tests.conftest import PENGUINS_CSV, REPO, LambdaContext, load_event
+from training.cli import main
+from training.config import load_config
+from training.dataset import load_table
+from training.flow import train
+
+pytestmark = pytest.mark.unit
+
+FOREST_CONFIG = REPO / "benchmarks" / "random_forest.toml"
+
+
+def serve(fresh_handler: Callable[..., ModuleType], store: Path, name: str, **environment: str) -> ModuleType:
+    return fresh_handler(
+        "functions.predict.app",
+        MODEL_STORE_URI=str(store),
+        MODEL_NAME=name,
+        ALIAS_REFRESH_SECONDS="0",
+        **environment,
+    )
+
+
+def predict(app: ModuleType, instances: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
+    event = load_event("predict") | {"body": json.dumps({"instances": instances})}
+    response = app.lambda_handler(event, LambdaContext())
+    return response["statusCode"], json.loads(response["body"])
+
+
+def get(app: ModuleType, event_name: str) -> dict[str, Any]:
+    event = load_event(event_name)
+    body: dict[str, Any] = json.loads(app.lambda_handler(event, LambdaContext())["body"])
+    return body
+
+
+def champion(store: Path, name: str) -> tuple[Manifest, Any]:
+    models = ModelStore.from_uri(str(store))
+    state = models.alias(name, "champion")
+    assert state is not None
+    manifest = models.manifest(name, state.record.version)
+    return manifest, load_pipeline(models.artifact(manifest, "model.joblib"))
+
+
+# ------------------------------------------------------------------------------------------ parity
+
+
+@pytest.mark.parametrize(
+    ("config", "runtime"),
+    [(None, "onnx"), (FOREST_CONFIG, "onnx"), (None, "sklearn")],
+    ids=["logistic-regression", "random-forest-100", "logistic-regression-sklearn-runtime"],
+)
+def test_served_classes_and_probabilities_equal_the_pipeline(
+    fresh_handler: Callable[..., ModuleType], tmp_path: Path, config: Path | None, runtime: str
+) -> None:
+    # Given the sample data trained with the default pipeline, or a 100-tree random forest
+    store = tmp_path / "store"
+    extra = ["--config", str(config)] if config else []
+    assert main(["train", "--data", str(PENGUINS_CSV), "--store", str(store), "--name", "penguins", *extra]) == 0
+    manifest, pipeline = champion(store, "penguins")
+    app = serve(fresh_handler, store, "penguins", MAX_ROWS="1000", SERVING_RUNTIME=runtime)
+    # When every row of the data set (with its gaps) is sent through the handler
+    frame = pd.read_csv(PENGUINS_CSV)
+    status, reply = predict(app, frame_to_instances(frame, manifest.contract.names))
+    # Then the served classes are the pipeline's, row for row, and the probabilities agree within the tolerance
+    assert status == 200, reply
+    encoded = encode_frame(frame, manifest.contract)
+    assert reply["predictions"] == pipeline.predict(encoded).tolist()
+    gap = np.abs(np.asarray(reply["probabilities"]) - pipeline.predict_proba(encoded)).max()
+    assert gap <= PROBABILITY_TOLERANCE
+
+
+def test_served_regression_equals_the_pipeline(fresh_handler: Callable[..., ModuleType], tmp_path: Path) -> None:
+    # Given a regression data set (scikit-learn's diabetes, with a categorical column and gaps) trained as usual
+    data = load_diabetes(as_frame=True, scaled=False).frame.rename(columns={"target": "progression"})
+    data["sex"] = data["sex"].map({1.0: "F", 2.0: "M"})
+    data.loc[::9, "bmi"] = np.nan
+    csv = tmp_path / "diabetes.csv"
+    data.to_csv(csv, index=False)
+    store = tmp_path / "store"
+    command = ["train", "--data", str(csv), "--store", str(store), "--name", "diabetes", "--target", "progression"]
+    assert main(command) == 0
+    manifest, pipeline = champion(store, "diabetes")
+    app = serve(fresh_handler, store, "diabetes", MAX_ROWS="1000")
+    # When every row is sent through the handler
+    status, reply = predict(app, frame_to_instances(data, manifest.contract.names))
+    # Then the served values are the pipeline's within the regression tolerance, and no classes are claimed
+    assert status == 200, reply
+    assert "classes" not in reply
+    assert "probabilities" not in reply
+    expected = pipeline.predict(encode_frame(data, manifest.contract))
+    np.testing.assert_allclose(reply["predictions"], expected, rtol=REGRESSION_RTOL, atol=REGRESSION_ATOL)
+
+
+# ------------------------------------------------------------------------------------------ refusals
+
+
+def other_onnx() -> bytes:
+    """The ONNX of a different model with the same inputs (much weaker regularisation): valid, but not v1."""
+    config = load_config()
+    params = {"classification": {"C": 0.001, "max_iter": 1000}}
+    config = config.model_copy(update={"estimator": config.estimator.model_copy(update={"params": params})})
+    return train(load_table(str(PENGUINS_CSV)), config).files["model.onnx"]
+
+
+def publish_copy_of_v1(store: ModelStore, **files: bytes) -> int:
+    """A v2 with v1's manifest (so v1's golden outputs) and v1's files, some replaced."""
+    v1 = store.manifest("penguins", 1)
+    contents = {file: store.artifact(v1, file) for file in v1.artifacts} | files
+    return store.publish(v1.model_copy(update={"manifest_sha256": None}), contents).version
+
+
+def test_a_tampered_artifact_is_refused_and_the_last_good_version_keeps_serving(
+    fresh_handler: Callable[..., ModuleType], local_store_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a function serving v1, and a v2 whose model.onnx is changed on disk after publishing
+    app = serve(fresh_handler, local_store_copy, "penguins")
+    store = ModelStore.from_uri(str(local_store_copy))
+    assert predict(app, json.loads(load_event("predict")["body"])["instances"])[1]["model"]["version"] == 1
+    version = publish_copy_of_v1(store)
+    onnx = local_store_copy / "penguins" / "versions" / f"{version:06d}" / "model.onnx"
+    onnx.chmod(0o600)
+    onnx.write_bytes(onnx.read_bytes()[:-8] + b"tampered")
+    # When the alias is moved to v2 without any check
+    store.promote("penguins", version, by="test", reason="tampered")
+    capsys.readouterr()
+    status, reply = predict(app, json.loads(load_event("predict")["body"])["instances"])
+    # Then v2 is refused (its bytes do not match the manifest's sha256) and v1 answers
+    assert (status, reply["model"]["version"]) == (200, 1)
+    health = get(app, "health")
+    assert health["model"]["version"] == 1
+    assert "refused penguins v2" in health["problem"]
+    assert "does not match the manifest's" in health["problem"]
+    assert '"ModelLoadRefused"' in capsys.readouterr().out
+
+
+def test_a_non_parity_artifact_is_refused_at_load_and_at_promotion(
+    fresh_handler: Callable[..., ModuleType], local_store_copy: Path
+) -> None:
+    # Given a function serving v1, and a v2 whose ONNX is a valid, checksummed graph of another model
+    app = serve(fresh_handler, local_store_copy, "penguins")
+    store = ModelStore.from_uri(str(local_store_copy))
+    version = publish_copy_of_v1(store, **{"model.onnx": other_onnx()})
+    # When promotion asks the serving runtime first (as the gate and the promote paths do)
+    with pytest.raises(VersionRefused, match="failed its self-test: 5 of 20 golden classes differ"):
+        store.promote("penguins", version, by="test", reason="gated", check=local_self_test(store, "onnx"))
+    # Then the alias did not move
+    state = store.alias("penguins", "champion")
+    assert state is not None
+    assert state.record.version == 1
+    # And when the alias is forced onto it anyway, the function refuses to load it and keeps serving v1
+    store.promote("penguins", version, by="test", reason="forced")
+    status, reply = predict(app, json.loads(load_event("predict")["body"])["instances"])
+    assert (status, reply["model"]["version"]) == (200, 1)
+    assert "failed its self-test" in get(app, "health")["problem"]
+    # And once the alias is back on a good version, the problem is gone
+    store.rollback("penguins", by="test", reason="back to v1")
+    assert get(app, "health") == {
+        "status": "ok",
+        "model": {"name": "penguins", "version": 1, "runtime": "onnx"},
+        "problem": None,
+    }
+
+
+def test_a_version_the_runtime_cannot_serve_is_refused(local_store_copy: Path) -> None:
+    # Given a version recorded as not convertible to ONNX (the sklearn runtime would serve it)
+    store = ModelStore.from_uri(str(local_store_copy))
+    v1 = store.manifest("penguins", 1)
+    runtimes = v1.runtimes | {"onnx": v1.runtimes["onnx"].model_copy(update={"supported": False, "detail": "no"})}
+    files = {"model.joblib": store.artifact(v1, "model.joblib")}
+    stored = store.publish(v1.model_copy(update={"runtimes": runtimes, "manifest_sha256": None}), files)
+    # When the ONNX serving check runs, then it refuses; the sklearn runtime accepts it
+    with pytest.raises(VersionRefused, match="cannot be served by the onnx runtime: no"):
+        local_self_test(store, "onnx")(stored)
+    local_self_test(store, "sklearn")(stored)
+
+
+def test_rows_the_model_cannot_score_are_a_422_naming_them(local_store_copy: Path) -> None:
+    # Given a model whose output for some rows is not finite (float32 overflow inside the model)
+    store = ModelStore.from_uri(str(local_store_copy))
+    manifest = store.manifest("penguins", 1)
+
+    class Overflowing:
+        def predict(self, columns: Any) -> Prediction:
+            probabilities = np.array([[0.2, 0.3, 0.5], [np.nan, np.nan, np.nan], [0.1, np.inf, 0.0]])
+            labels = np.array(["Gentoo", "Adelie", "Adelie"], dtype=object)
+            return Prediction(labels=labels, probabilities=probabilities)
+
+    model = LoadedModel(manifest, "onnx", Overflowing(), 0.0, validator=None)  # type: ignore[arg-type]
+    # When it predicts
+    with pytest.raises(ContractViolation) as refused:
+        model.predict({})
+    # Then those rows are named, not answered with null probabilities
+    assert [problem.row for problem in refused.value.problems] == [1, 2]
+    assert refused.value.problems[0].message.startswith("the model gives no finite output for this row")
