@@ -122,15 +122,43 @@ def bundles() -> dict[str, list[Path]]:
     """{function: [its code folder, then its layers' folders]} read from the built template."""
     from samcli.yamlhelper import yaml_parse
 
-    resources = yaml_parse((BUILD / "template.yaml").read_text())["Resources"]
+    template = yaml_parse((BUILD / "template.yaml").read_text())
+    resources = template["Resources"]
     found = {}
     for name, resource in resources.items():
         if resource["Type"] != "AWS::Serverless::Function":
             continue
         properties = resource["Properties"]
-        layers = [BUILD / resources[layer["Ref"]]["Properties"]["ContentUri"] for layer in properties.get("Layers", [])]
+        layer_ids = [_chosen(layer, template) for layer in properties.get("Layers", [])]
+        layers = [BUILD / resources[layer]["Properties"]["ContentUri"] for layer in layer_ids]
         found[name] = [BUILD / properties["CodeUri"], *layers]
     return found
+
+
+def _chosen(layer: Any, template: dict[str, Any]) -> str:
+    """The layer a function gets with the template's default parameters (a `Fn::If` picks one of two)."""
+    if "Fn::If" in layer:
+        condition, when_true, when_false = layer["Fn::If"]
+        return _chosen(when_true if _condition(template["Conditions"][condition], template) else when_false, template)
+    return str(layer["Ref"])
+
+
+def _condition(expression: Any, template: dict[str, Any]) -> bool:
+    """Fn::Equals / Fn::Not / Condition over parameter defaults: what the template's conditions use."""
+    if "Fn::Equals" in expression:
+        left, right = (_value(item, template) for item in expression["Fn::Equals"])
+        return left == right
+    if "Fn::Not" in expression:
+        return not _condition(expression["Fn::Not"][0], template)
+    if "Condition" in expression:
+        return _condition(template["Conditions"][expression["Condition"]], template)
+    raise ValueError(f"unsupported condition {expression}")
+
+
+def _value(item: Any, template: dict[str, Any]) -> str:
+    if isinstance(item, dict) and "Ref" in item:
+        return str(template["Parameters"][item["Ref"]].get("Default"))
+    return str(item)
 
 
 def tree_bytes(path: Path) -> int:
