@@ -13,6 +13,7 @@ from typing import Any
 
 import boto3
 import pytest
+from aws_lambda_powertools.metrics.provider import cold_start
 
 from tests.conftest import PENGUINS_CSV, LambdaContext, load_event
 from tests.template.conftest import transformed_template
@@ -73,6 +74,8 @@ def test_handlers_write_the_metrics_the_template_reads(
     for _ in range(2):
         retrain.lambda_handler(load_event("retrain-schedule"), lambda_context)
     predict = fresh_handler("functions.predict.app", **environment)
+    # A cold start, as in Lambda (Powertools counts one per process; earlier tests may have taken it)
+    monkeypatch.setattr(cold_start, "is_cold_start", True)
     predict.lambda_handler(load_event("predict"), lambda_context)
     emitted = emf_metrics(capsys.readouterr().out)
 
