@@ -12,7 +12,7 @@ HOST ?= 127.0.0.1
 PORT ?= 3000
 LAMBDA_PORT ?= 3001
 
-.PHONY: help dev demo train serve test lint typecheck unit integration template e2e bench build validate deploy clean
+.PHONY: help dev demo train serve test lint typecheck unit integration template e2e bench build validate security deploy clean
 
 help:
 	@echo "make demo         set up, train the sample model into ./$(MODEL_STORE_URI) and serve the API on http://$(HOST):$(PORT)"
@@ -22,6 +22,7 @@ help:
 	@echo "make serve        serve template.yaml's API routes locally, in-process (no Docker)"
 	@echo "make unit | integration | template | e2e   one test tier"
 	@echo "make bench        serving benchmark: handler vs bare model, batch and init vs their floors (prints ratios)"
+	@echo "make security     checkov on template.yaml (own venv .ci/.venv-checkov; every skip has its reason in Metadata)"
 	@echo "make build        sam build (no container; needs Python 3.12)"
 	@echo "make deploy       sam build && sam deploy --guided"
 
@@ -62,6 +63,10 @@ typecheck: $(STAMP)
 validate: $(STAMP)
 	$(BIN)/cfn-lint template.yaml
 	$(BIN)/cfn-lint template.yaml -a cfn_lint_serverless.rules
+
+# checkov in its own virtual environment (it pins an old packaging): .ci/checkov creates it on first use.
+security:
+	.ci/checkov
 
 unit: $(STAMP)
 	$(PY) -m pytest -m unit

@@ -68,10 +68,12 @@ def aws_mock() -> Iterator[None]:
     """moto for every AWS call in the test; the cached boto3 clients are rebuilt inside the mock."""
     aws.s3_client.cache_clear()
     aws.lambda_client.cache_clear()
+    aws.sns_client.cache_clear()
     with mock_aws():
         yield
     aws.s3_client.cache_clear()
     aws.lambda_client.cache_clear()
+    aws.sns_client.cache_clear()
 
 
 @pytest.fixture

@@ -1,4 +1,8 @@
-"""Promotion guard function: CloudWatch alarm state changes (via EventBridge) roll a fresh promotion back."""
+"""Promotion guard function: CloudWatch alarm state changes (via EventBridge) roll a fresh promotion back.
+
+The rollback is recorded in the alias history (by the store) and announced on the alarm topic, next to the alarm
+that caused it.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,12 @@ import warnings
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from sklambda.guard import on_alarm, parse_time
+from sklambda.errors import SklambdaError
+from sklambda.guard import on_alarm, parse_time, rollback_notification
 from sklambda.settings import GuardSettings
 from sklambda.store import ModelStore
 
@@ -20,7 +26,8 @@ settings = GuardSettings.from_env()
 store = ModelStore.from_uri(settings.model_store_uri)
 
 
-@logger.inject_lambda_context
+# The EventBridge event id is the correlation id: the same id is in the event archive and the rule's metrics.
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     detail = event.get("detail", {})
@@ -28,9 +35,10 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     state = detail.get("state", {}).get("value")
     if event.get("detail-type") != "CloudWatch Alarm State Change" or state != "ALARM":
         return {"rolled_back": False, "reason": f"ignored: not an alarm going to ALARM ({state})"}
+    name = settings.model_name or ""
     decision = on_alarm(
         store,
-        settings.model_name or "",
+        name,
         settings.model_alias,
         alarm_name=alarm_name,
         alarm_time=parse_time(detail.get("state", {}).get("timestamp") or event["time"]),
@@ -38,6 +46,15 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     )
     if decision.rolled_back:
         metrics.add_metric(name="ModelRolledBack", unit=MetricUnit.Count, value=1)
+        if settings.alarm_topic_arn:
+            from sklambda.aws import publish_message  # boto3 only when a topic is configured
+
+            subject, message, attributes = rollback_notification(name, settings.model_alias, decision, alarm_name)
+            try:
+                publish_message(settings.alarm_topic_arn, subject, message, attributes)
+            except SklambdaError:
+                # The rollback stands and the alias history has it; a retry would find nothing left to announce.
+                logger.exception("the rollback could not be announced")
     logger.info("promotion guard", extra={"alarm": alarm_name, "decision": decision.reason})
     return {
         "rolled_back": decision.rolled_back,

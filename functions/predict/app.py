@@ -8,7 +8,8 @@ Routing is a table rather than Powertools' APIGatewayRestResolver: measured on t
 Powertools' 422-for-a-bad-response trap (powertools #5888) cannot occur: our replies are built, not validated.
 Logging and metrics (EMF) are Powertools'. No Tracer: importing it costs ~250 ms of cold start. No
 `inject_lambda_context` either: it costs ~9 µs per request to tag log lines that the hot path never writes; the
-few lines this function logs carry the request id themselves.
+few lines this function logs carry the request id themselves, under the key that correlation id has in the other
+functions' logs (`correlation_id`). Tracing (the TracingMode parameter) is Lambda's own, without the X-Ray SDK.
 """
 
 from __future__ import annotations
@@ -72,6 +73,15 @@ cache = ModelCache(
 # Load and self-test at init, so the first request finds the model ready (and provisioned concurrency or
 # SnapStart start warm). A store that fails now leaves the cache empty; requests retry.
 cache.prime()
+
+try:  # Lambda's SnapStart runtime hooks (in its Python 3.12+ runtimes; absent on a laptop)
+    from snapshot_restore_py import register_after_restore  # type: ignore[import-not-found]
+except ImportError:
+    pass
+else:
+    # With PredictWarmStart=snapstart, instances resume from a snapshot taken after cache.prime() at publish time:
+    # re-read the alias on the first request after a restore rather than up to ALIAS_REFRESH_SECONDS later.
+    register_after_restore(cache.recheck)
 
 
 # ------------------------------------------------------------------------------------------ routes
@@ -199,7 +209,7 @@ def _error(error: RequestError | ContractViolation | ModelUnavailable, request_i
     if isinstance(error, ModelUnavailable):
         status, kind = 503, "ModelUnavailable"
         body = dumps({"error": f"no model available: {error}", "request_id": request_id})
-        logger.warning("no model available", extra={"detail": str(error), "request_id": request_id})
+        logger.warning("no model available", extra={"detail": str(error), "correlation_id": request_id})
     else:
         if isinstance(error, ContractViolation):
             status, kind = 422, "ContractViolation"
@@ -207,7 +217,7 @@ def _error(error: RequestError | ContractViolation | ModelUnavailable, request_i
             status, kind = error.status, error.kind
         body = error_reply(error, request_id)
         # The kind only: messages may quote client data.
-        logger.debug("request refused", extra={"status": status, "kind": kind, "request_id": request_id})
+        logger.debug("request refused", extra={"status": status, "kind": kind, "correlation_id": request_id})
     metrics.add_metric(name="Errors", unit=MetricUnit.Count, value=1)
     metrics.add_metric(name=f"Error{kind}", unit=MetricUnit.Count, value=1)
     return _response(status, body)

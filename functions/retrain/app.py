@@ -22,7 +22,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from sklambda.errors import NotFound, RequestError, RunInProgress, RunSkipped, SklambdaError
-from sklambda.runs import RunLock, RunLog, RunRecord, check_run_id, notification, run_reply
+from sklambda.runs import RunLock, RunLog, RunRecord, check_run_id, notification, run_reply, score_metrics
 from sklambda.serving import local_self_test, remote_self_test
 from sklambda.settings import RetrainSettings
 from sklambda.store import ModelStore
@@ -47,6 +47,8 @@ def _notify(record: RunRecord) -> None:
     metrics.add_metric(name=f"Retrain{record.status.capitalize()}", unit=MetricUnit.Count, value=1)
     if record.duration_seconds is not None:
         metrics.add_metric(name="RetrainSeconds", unit=MetricUnit.Seconds, value=record.duration_seconds)
+    for name, score in score_metrics(record).items():  # the dashboard's champion score over time
+        metrics.add_metric(name=name, unit=MetricUnit.NoUnit, value=score)
     if settings.retrain_topic_arn:
         from sklambda.aws import publish_message  # boto3 only when a topic is configured
 

@@ -35,6 +35,8 @@ MiB = 1 << 20
 # A future scikit-learn serving function (predict with the sklearn runtime) gets 230.
 BUDGETS_MIB = {
     "AdminFunction": 125,
+    # The promotion guard: the admin function's layers (shared code + the serving dependencies' pydantic/Powertools).
+    "GuardFunction": 125,
     "PredictFunction": 125,
     "RetrainFunction": 230,
 }

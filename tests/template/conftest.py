@@ -7,6 +7,8 @@ because the translator only accepts S3 code locations.
 from __future__ import annotations
 
 import copy
+import functools
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -37,21 +39,52 @@ def _point_code_at_s3(sam: dict[str, Any]) -> None:
                 properties[key] = f"s3://sam-artifacts/{uri}"
 
 
-@pytest.fixture(scope="session")
-def sam_template() -> dict[str, Any]:
-    """template.yaml as written (the SAM dialect), with !Ref/!Sub/!GetAtt decoded to their long forms."""
-    template: dict[str, Any] = cfn_yaml.loads(TEMPLATE_PATH.read_text())
+@functools.cache
+def _sam_template_text(path: Path = TEMPLATE_PATH) -> str:
+    return path.read_text()
+
+
+def load_sam_template(text: str | None = None) -> dict[str, Any]:
+    """template.yaml (or this text) as written, with !Ref/!Sub/!GetAtt decoded to their long forms."""
+    template: dict[str, Any] = cfn_yaml.loads(_sam_template_text() if text is None else text)
     return template
 
 
-@pytest.fixture(scope="session")
-def cfn(sam_template: dict[str, Any]) -> dict[str, Any]:
-    """The CloudFormation template that SAM deploys."""
+def translate(sam_template: dict[str, Any], **parameters: str) -> dict[str, Any]:
+    """The CloudFormation that SAM makes of a SAM template for these parameter values (defaults for the rest).
+
+    CloudFormation's own transform gets the stack's parameter values too: SAM resolves some of them itself
+    (Tracing, AutoPublishAlias, DeploymentPreference Type); the rest stay Refs for CloudFormation."""
     sam = copy.deepcopy(sam_template)
     _point_code_at_s3(sam)
     translator = Translator(None, Parser(), boto_session=boto3.Session(region_name=FAKE.region))
-    translated: dict[str, Any] = translator.translate(sam, parameter_values={}, get_managed_policy_map=lambda: {})
+    translated: dict[str, Any] = translator.translate(
+        sam, parameter_values=dict(parameters), get_managed_policy_map=lambda: {}
+    )
     return translated
+
+
+@functools.cache
+def _translated(parameters: tuple[tuple[str, str], ...]) -> str:
+    return json.dumps(translate(load_sam_template(), **dict(parameters)))
+
+
+def transformed_template(**parameters: str) -> dict[str, Any]:
+    """template.yaml transformed for these parameter values (a fresh copy; transformed once per set of values)."""
+    result: dict[str, Any] = json.loads(_translated(tuple(sorted(parameters.items()))))
+    return result
+
+
+@pytest.fixture(scope="session")
+def sam_template() -> dict[str, Any]:
+    """template.yaml as written (the SAM dialect), with !Ref/!Sub/!GetAtt decoded to their long forms."""
+    return load_sam_template()
+
+
+@pytest.fixture(scope="session")
+def cfn() -> dict[str, Any]:
+    """The CloudFormation template that SAM deploys (parameter defaults)."""
+    return transformed_template()
 
 
 @pytest.fixture(scope="session")
@@ -166,3 +199,67 @@ def role_statements(resources: dict[str, Any]) -> Callable[[str], list[dict[str,
         return statements
 
     return _statements
+
+
+def resolve(value: Any, cfn: dict[str, Any], parameters: dict[str, str] | None = None) -> Any:
+    """`value` as CloudFormation would deploy it for these parameter values (defaults for the rest): Fn::If picks
+    its branch, AWS::NoValue drops the key or item, Refs to parameters and Fn::FindInMap give their values.
+    Refs and attributes of resources, and Fn::Sub, stay as they are (only known at deploy time)."""
+    parameters = parameters or {}
+    conditions = condition_values(cfn, parameters)
+    no_value = object()
+
+    def walk(item: Any) -> Any:
+        if isinstance(item, list):
+            return [walked for walked in (walk(element) for element in item) if walked is not no_value]
+        if not isinstance(item, dict):
+            return item
+        if set(item) == {"Fn::If"}:
+            condition, when_true, when_false = item["Fn::If"]
+            return walk(when_true if conditions[condition] else when_false)
+        if set(item) == {"Ref"}:
+            name = item["Ref"]
+            if name == "AWS::NoValue":
+                return no_value
+            if name in cfn.get("Parameters", {}):
+                return str(parameters.get(name, cfn["Parameters"][name].get("Default")))
+            return item
+        if set(item) == {"Fn::FindInMap"}:
+            mapping, top, second = (walk(part) for part in item["Fn::FindInMap"])
+            return cfn["Mappings"][mapping][str(top)][second]
+        return {key: walked for key, walked in ((k, walk(v)) for k, v in item.items()) if walked is not no_value}
+
+    return walk(value)
+
+
+def created_resources(cfn: dict[str, Any], parameters: dict[str, str] | None = None) -> dict[str, Any]:
+    """The resources CloudFormation creates for these parameter values (conditions evaluated), resolved."""
+    conditions = condition_values(cfn, parameters or {})
+    return {
+        logical_id: resolve(resource, cfn, parameters)
+        for logical_id, resource in cfn["Resources"].items()
+        if conditions.get(resource.get("Condition", ""), True)
+    }
+
+
+def alarm_arn(cfn: dict[str, Any], logical_id: str, *, stack: str, account: str, region: str) -> str:
+    """The ARN an alarm of the template gets in a stack (its AlarmName is `${AWS::StackName}-...`)."""
+    name = cfn["Resources"][logical_id]["Properties"]["AlarmName"]["Fn::Sub"].replace("${AWS::StackName}", stack)
+    return f"arn:aws:cloudwatch:{region}:{account}:alarm:{name}"
+
+
+def guard_event_pattern(cfn: dict[str, Any], *, stack: str, account: str, region: str) -> dict[str, Any]:
+    """The promotion guard's EventBridge rule pattern as deployed in a stack: alarm ARNs filled in."""
+    guard = {"Fn::GetAtt": ["GuardFunction", "Arn"]}
+    (rule,) = [
+        resource
+        for resource in cfn["Resources"].values()
+        if resource["Type"] == "AWS::Events::Rule"
+        and any(target["Arn"] == guard for target in resource["Properties"]["Targets"])
+    ]
+    pattern: dict[str, Any] = copy.deepcopy(rule["Properties"]["EventPattern"])
+    pattern["resources"] = [
+        alarm_arn(cfn, arn["Fn::GetAtt"][0], stack=stack, account=account, region=region)
+        for arn in pattern["resources"]
+    ]
+    return pattern

@@ -27,7 +27,11 @@ def _statements_by_action(statements: list[dict[str, Any]], render: Any) -> dict
         assert "Condition" not in statement, statement
         for action in statement["Action"]:
             for resource in statement["Resource"]:
-                rendered = render(resource) or f"GetAtt:{'.'.join(resource['Fn::GetAtt'])}"
+                rendered = render(resource) or (
+                    f"GetAtt:{'.'.join(resource['Fn::GetAtt'])}"
+                    if "Fn::GetAtt" in resource
+                    else f"Ref:{resource['Ref']}"
+                )
                 allowed.setdefault(action, set()).add(rendered)
     return allowed
 
@@ -65,7 +69,7 @@ def test_admin_role_reads_models_and_writes_only_aliases_and_status(
         "s3:GetObject": {f"{bucket}/models/*"},
         "s3:ListBucket": {bucket},
         "s3:PutObject": {f"{bucket}/models/penguins/aliases/*", f"{bucket}/models/penguins/versions/*/status.json"},
-        "lambda:InvokeFunction": {"GetAtt:PredictFunction.Arn"},
+        "lambda:InvokeFunction": {"Ref:PredictFunctionAliaslive"},
     }
 
 
@@ -82,7 +86,7 @@ def test_admin_function_asks_predict_to_self_test_and_has_no_training_code(
     properties = resources["AdminFunction"]["Properties"]
     env = properties["Environment"]["Variables"]
     # Then it knows the deployed predict function (promotion self-test) and the same store, model and alias
-    assert env["PREDICT_FUNCTION_NAME"] == {"Ref": "PredictFunction"}
+    assert env["PREDICT_FUNCTION_NAME"] == {"Ref": "PredictFunctionAliaslive"}
     assert render(env["MODEL_STORE_URI"]) == f"s3://{fake.bucket}/models"
     assert env["MODEL_NAME"] == {"Ref": "ModelName"}
     # And it carries the shared code and the light serving dependencies, never the training layers

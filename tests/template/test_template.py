@@ -81,17 +81,20 @@ def test_resources_exist_with_their_types(resources: dict[str, Any]) -> None:
     }
 
 
-def test_functions_use_python312_x86_with_the_agreed_sizes(resources: dict[str, Any]) -> None:
+def test_functions_use_python312_x86_with_the_agreed_sizes(cfn: dict[str, Any], resources: dict[str, Any]) -> None:
     # Given both functions
     predict, retrain = resources["PredictFunction"]["Properties"], resources["RetrainFunction"]["Properties"]
     # When reading runtime, architecture, handler, timeout and memory
-    # Then they match the Lambda runtime the layers are built for and the agreed limits
+    # Then they match the Lambda runtime the layers are built for and the agreed limits (memory by parameter)
     for properties in (predict, retrain):
         assert properties["Runtime"] == "python3.12"
-        assert properties["Architectures"] == ["x86_64"]
+        assert properties["Architectures"] == [{"Ref": "Architecture"}]
         assert properties["Handler"] == "app.lambda_handler"
-    assert (predict["Timeout"], predict["MemorySize"]) == (10, 1024)
-    assert (retrain["Timeout"], retrain["MemorySize"]) == (900, 3008)
+    assert (predict["Timeout"], predict["MemorySize"]) == (10, {"Ref": "PredictMemorySize"})
+    assert (retrain["Timeout"], retrain["MemorySize"]) == (900, {"Ref": "RetrainMemorySize"})
+    parameters = cfn["Parameters"]
+    assert (parameters["PredictMemorySize"]["Default"], parameters["RetrainMemorySize"]["Default"]) == (1024, 3008)
+    assert parameters["Architecture"]["AllowedValues"] == ["x86_64"]
     assert predict["Code"]["S3Key"] == "functions/predict"
     assert retrain["Code"]["S3Key"] == "functions/retrain"
 
@@ -108,7 +111,7 @@ def test_api_has_exactly_the_routes_mapped_to_their_functions(resources: dict[st
         for method, operation in methods.items():
             integration = operation["x-amazon-apigateway-integration"]
             assert integration["type"] == "aws_proxy"
-            (function_id,) = re.findall(r"\$\{(\w+)\.Arn\}", integration["uri"]["Fn::Sub"])
+            (function_id,) = re.findall(r"\$\{(\w+?)(?:\.Arn|Aliaslive)\}", integration["uri"]["Fn::Sub"])
             routes[(path, method)] = function_id
     # Then the routes are exactly the agreed ones, each on the right function
     assert routes == EXPECTED_ROUTES
@@ -131,7 +134,8 @@ def test_every_route_has_an_invoke_permission_for_api_gateway(resources: dict[st
         match = re.fullmatch(r".*\$\{__Stage__\}/([A-Z]+)(/.*)", arn_template)
         assert match, arn_template
         method, path = match.groups()
-        allowed[(path, method.lower())] = permission["FunctionName"]["Ref"]
+        # The predict function is called through its `live` alias (AutoPublishAlias)
+        allowed[(path, method.lower())] = permission["FunctionName"]["Ref"].removesuffix("Aliaslive")
     assert allowed == expected
 
 
@@ -144,9 +148,10 @@ def test_retrain_route_requires_iam_auth_and_does_not_use_caller_credentials(res
         # Then only SigV4-signed callers get through, and API Gateway invokes through the resource policy
         assert operation["security"] == [{"AWS_IAM": []}], (path, method)
         assert "credentials" not in operation["x-amazon-apigateway-integration"]
-    # And the prediction routes stay open (no security requirement)
+    # And the prediction routes need no signature: open by default, or an API key (PredictApiKeyRequired)
     for path in ("/predict", "/health", "/model", "/openapi.json"):
-        assert not next(iter(body["paths"][path].values())).get("security")
+        security = next(iter(body["paths"][path].values())).get("security", [])
+        assert security in ([], {"Fn::If": ["PredictRequiresApiKey", [{"api_key": []}], []]}), path
 
 
 def test_api_has_one_stage_named_by_parameter_with_default_throttling(resources: dict[str, Any]) -> None:
@@ -165,6 +170,7 @@ def test_api_has_one_stage_named_by_parameter_with_default_throttling(resources:
             "HttpMethod": "*",
             "ThrottlingRateLimit": {"Ref": "ApiThrottlingRateLimit"},
             "ThrottlingBurstLimit": {"Ref": "ApiThrottlingBurstLimit"},
+            "DataTraceEnabled": False,
         }
     ]
 
@@ -190,8 +196,7 @@ def test_schedule_rule_uses_the_parameter_and_targets_retrain(cfn: dict[str, Any
 
 def test_scheduled_runs_are_not_retried_and_failures_are_kept(resources: dict[str, Any], role_statements: Any) -> None:
     # Given the retrain function's asynchronous invoke configuration
-    (config,) = _of_type(resources, "AWS::Lambda::EventInvokeConfig").values()
-    properties = config["Properties"]
+    properties = resources["RetrainFunctionEventInvokeConfig"]["Properties"]
     # When reading it
     # Then a failed run (up to 15 minutes) is not retried automatically, an event older than the run lock's
     # 960 s is not run late, and a failed or expired event goes to an SQS queue the function may write to
@@ -430,10 +435,11 @@ def test_retrain_may_invoke_only_the_predict_function_and_itself(
     invokes = [s for s in statements if any(a.startswith("lambda:") for a in s["Action"])]
     # Then retrain may invoke exactly the predict function, and knows its name
     assert [(s["Action"], s["Resource"]) for s in invokes] == [
-        (["lambda:InvokeFunction"], [{"Fn::GetAtt": ["PredictFunction", "Arn"]}]),
+        (["lambda:InvokeFunction"], [{"Ref": "PredictFunctionAliaslive"}]),
         (["lambda:InvokeFunction"], [invokes[1]["Resource"][0]]),
     ]
-    assert env["PREDICT_FUNCTION_NAME"] == {"Ref": "PredictFunction"}
+    # (through its `live` alias: the code that serves)
+    assert env["PREDICT_FUNCTION_NAME"] == {"Ref": "PredictFunctionAliaslive"}
     # And itself, by its fixed name in an ARN built from the stack name (a Ref to itself would be circular)
     assert name == "sklambda-retrain"
     assert render(invokes[1]["Resource"][0]) == f"arn:aws:lambda:us-east-1:${{AWS::AccountId}}:function:{name}"

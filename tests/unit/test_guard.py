@@ -6,7 +6,9 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from sklambda.guard import on_alarm, parse_time
+from sklambda.errors import ConfigError
+from sklambda.guard import on_alarm, parse_time, rollback_notification
+from sklambda.settings import GuardSettings
 from sklambda.store import ModelStore
 from tests.unit.test_store import make_manifest
 
@@ -88,3 +90,34 @@ def test_first_promotion_has_nothing_to_roll_back_to(store: ModelStore) -> None:
     decision = on_alarm(store, "demo", "champion", alarm_name="P99", alarm_time=alarm_time, watch_seconds=3600)
     assert not decision.rolled_back
     assert "no previous version" in decision.reason
+
+
+def test_a_rollback_is_announced_with_the_alarm_and_the_versions(promoted: ModelStore) -> None:
+    # Given a rollback the guard made
+    alarm_time = last_move_time(promoted) + timedelta(minutes=3)
+    decision = on_alarm(promoted, "demo", "champion", alarm_name="P99", alarm_time=alarm_time, watch_seconds=3600)
+
+    # When it is announced
+    subject, message, attributes = rollback_notification("demo", "champion", decision, "P99")
+
+    # Then the message says which model and alias moved, from which version to which, and which alarm caused it
+    assert subject == "demo champion rolled back from v2 to v1 (promotion guard)"
+    assert message == {
+        "model": "demo",
+        "alias": "champion",
+        "from_version": 2,
+        "to_version": 1,
+        "alarm": "P99",
+        "reason": "alarm P99 fired 180 s after v2 was promoted (watch 3600 s)",
+    }
+    assert attributes == {"model": "demo", "alias": "champion", "event": "guard-rollback"}
+    assert len(subject) <= 100  # SNS's limit for a subject
+
+
+def test_guard_settings_read_the_watch_and_the_topic() -> None:
+    settings = GuardSettings.from_env({"PROMOTION_WATCH_SECONDS": "900", "ALARM_TOPIC_ARN": ""})
+    assert (settings.promotion_watch_seconds, settings.alarm_topic_arn) == (900.0, None)
+    topic = "arn:aws:sns:us-east-1:123456789012:alarms"
+    assert GuardSettings.from_env({"ALARM_TOPIC_ARN": topic}).alarm_topic_arn == topic
+    with pytest.raises(ConfigError, match="PROMOTION_WATCH_SECONDS"):
+        GuardSettings.from_env({"PROMOTION_WATCH_SECONDS": "0"})

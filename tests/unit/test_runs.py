@@ -7,7 +7,16 @@ import threading
 import pytest
 
 from sklambda.errors import NotFound, RunInProgress
-from sklambda.runs import GateCheck, RunLock, RunLog, RunRecord, check_run_id, new_run_id, notification
+from sklambda.runs import (
+    GateCheck,
+    RunLock,
+    RunLog,
+    RunRecord,
+    check_run_id,
+    new_run_id,
+    notification,
+    score_metrics,
+)
 from sklambda.store import ModelStore
 
 pytestmark = pytest.mark.unit
@@ -150,3 +159,31 @@ def test_the_notification_names_model_version_outcome_and_failed_checks() -> Non
     assert subject == f"demo v4 rejected: retrain run {record.run_id}"
     assert message["failed_checks"] == [{"name": "beats champion", "passed": False, "detail": "worse"}]
     assert attributes == {"model": "demo", "status": "rejected", "trigger": "api"}
+
+
+@pytest.mark.parametrize(
+    ("status", "champion_metrics", "expected"),
+    [
+        # promoted: the challenger is the champion now
+        ("promoted", {"f1": 0.80}, {"ChallengerScore": 0.85, "ChampionScore": 0.85}),
+        # rejected: the champion keeps the alias, scored on the same held-out rows
+        ("rejected", {"f1": 0.90}, {"ChallengerScore": 0.85, "ChampionScore": 0.90}),
+        # the first version, rejected by a must-hold case: there is no champion to chart
+        ("rejected", None, {"ChallengerScore": 0.85}),
+        # a failed run measured nothing
+        ("failed", {"f1": 0.90}, {}),
+    ],
+)
+def test_score_metrics_chart_the_champion_after_each_run(
+    status: str, champion_metrics: dict[str, float] | None, expected: dict[str, float]
+) -> None:
+    record = RunRecord(
+        run_id=new_run_id(),
+        name="demo",
+        trigger="schedule",
+        status=status,  # type: ignore[arg-type]
+        metric="f1",
+        metrics={"f1": 0.85, "accuracy": 0.9},
+        champion_metrics=champion_metrics,
+    )
+    assert score_metrics(record) == expected

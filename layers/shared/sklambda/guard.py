@@ -66,3 +66,19 @@ def on_alarm(
         return GuardDecision(False, f"cannot roll back: {error}")
     logger.warning("rolled %s %s back from v%s to v%s: %s", name, alias, last.to_version, record.version, reason)
     return GuardDecision(True, reason, from_version=last.to_version, to_version=record.version)
+
+
+def rollback_notification(
+    name: str, alias: str, decision: GuardDecision, alarm_name: str
+) -> tuple[str, dict[str, object], dict[str, str]]:
+    """(subject, message, attributes) announcing a rollback the guard made, e.g. on the alarm SNS topic."""
+    subject = f"{name} {alias} rolled back from v{decision.from_version} to v{decision.to_version} (promotion guard)"
+    message: dict[str, object] = {
+        "model": name,
+        "alias": alias,
+        "from_version": decision.from_version,
+        "to_version": decision.to_version,
+        "alarm": alarm_name,
+        "reason": decision.reason,
+    }
+    return subject, message, {"model": name, "alias": alias, "event": "guard-rollback"}

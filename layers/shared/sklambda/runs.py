@@ -105,6 +105,22 @@ def run_reply(record: RunRecord) -> dict[str, Any]:
     return reply
 
 
+def score_metrics(record: RunRecord) -> dict[str, float]:
+    """The primary metric's held-out scores a finished run measured, as metrics to chart over time:
+    ChallengerScore (the version this run trained) and ChampionScore (the version holding the alias after the run,
+    scored on the same rows). A run that failed, or whose metric is missing, measured none."""
+    if record.status not in {"promoted", "rejected"} or record.metric is None:
+        return {}
+    scores: dict[str, float] = {}
+    challenger = (record.metrics or {}).get(record.metric)
+    if challenger is not None:
+        scores["ChallengerScore"] = challenger
+    champion = challenger if record.status == "promoted" else (record.champion_metrics or {}).get(record.metric)
+    if champion is not None:
+        scores["ChampionScore"] = champion
+    return scores
+
+
 def notification(record: RunRecord) -> tuple[str, dict[str, Any], dict[str, str]]:
     """(subject, message, attributes) announcing a finished run, e.g. on an SNS topic."""
     version = f" v{record.version}" if record.version is not None else ""

@@ -197,6 +197,11 @@ class ModelCache:
             raise ModelUnavailable(self.problem or "no model loaded yet")
         return self._model
 
+    def recheck(self) -> None:
+        """Re-read the alias on the next `get`, whatever the refresh interval. For a process resumed from a
+        snapshot (Lambda SnapStart): the alias may have moved long after the snapshot was taken."""
+        self._next_check = float("-inf")
+
     def prime(self) -> None:
         """Load the alias's version now (at init), if it can be; a request retries later if not."""
         with contextlib.suppress(ModelUnavailable):

@@ -63,6 +63,13 @@ class ServingSettings(StoreSettings):
 class GuardSettings(StoreSettings):
     # A promotion younger than this when a serving alarm fires is rolled back automatically.
     promotion_watch_seconds: float = Field(default=3600.0, gt=0)
+    # SNS topic told of every rollback the guard makes (the template's alarm topic); unset or empty: none.
+    alarm_topic_arn: str | None = None
+
+    @field_validator("alarm_topic_arn", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return value or None
 
 
 class RetrainSettings(StoreSettings):
