@@ -46,6 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(message)s" if handler else "%(levelname)s %(name)s: %(message)s",
         handlers=[handler] if handler else None,
     )
+    # botocore announces where it found credentials and endpoints at INFO: noise in a command's output.
+    logging.getLogger("botocore").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     try:
         code: int = args.handler(args)

@@ -25,6 +25,8 @@ from sklearn.ensemble import (
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+# Not exported publicly; stable since scikit-learn 1.2 (it subclasses ValueError and TypeError).
+from sklearn.utils._param_validation import InvalidParameterError
 
 from sklambda.contract import Task
 from sklambda.errors import ConfigError, DataError
@@ -181,7 +183,12 @@ def split(frame: pd.DataFrame, features: FeatureSet, target: str, task: Task, co
 
 def fit(pipeline: Pipeline, x: pd.DataFrame, y: pd.Series) -> float:
     started = time.perf_counter()
-    pipeline.fit(x, y)
+    try:
+        pipeline.fit(x, y)
+    except InvalidParameterError as error:
+        # scikit-learn checks parameters when fitting, not when an estimator is made: a wrong value in the
+        # configuration's params surfaces here, and is the configuration's fault, not a crash.
+        raise ConfigError(f"{error} (see [estimator.params] or [pipeline.params] in the configuration)") from None
     seconds = time.perf_counter() - started
     logger.info("fitted %s on %d rows in %.2f s", type(final_estimator(pipeline)).__name__, len(x), seconds)
     return seconds

@@ -372,3 +372,21 @@ def test_the_scikit_learn_runtime_loads_the_custom_step_from_the_shared_layer_al
     assert status == 200
     assert "sklambda_examples" in modules
     assert modules & {"training", "skl2onnx", "onnx"} == set()
+
+
+def test_a_wrong_estimator_parameter_is_a_configuration_error_not_a_crash(tmp_path: Path) -> None:
+    # Given a parameter value scikit-learn refuses (it checks them when fitting)
+    config = load_config(
+        config_file(
+            tmp_path,
+            '[estimator]\nclassification = "sklearn.ensemble:RandomForestClassifier"\n'
+            '[estimator.params.classification]\nn_estimators = "many"\n',
+        )
+    )
+    # When it is trained, the configuration is blamed, with scikit-learn's words
+    with pytest.raises(ConfigError) as caught:
+        train(load_table(str(PENGUINS_CSV)), config)
+    assert str(caught.value) == (
+        "The 'n_estimators' parameter of RandomForestClassifier must be an int in the range [1, inf). Got 'many' "
+        "instead. (see [estimator.params] or [pipeline.params] in the configuration)"
+    )

@@ -32,15 +32,16 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     name = args.name or os.environ.get("MODEL_NAME") or load_config(args.config).model.name
-    log = RunLog(open_store(args).objects, name)
+    store = open_store(args)
+    log = RunLog(store.objects, name)
     if args.run_id:
         print(describe(log.get(args.run_id)))
         return 0
     records = log.list(args.limit)
     if not records:
-        print(f"no retrain runs of {name} in {args.store}")
+        print(f"no retrain runs of {name} in {store.uri}")
         return 0
-    print(f"retrain runs of {name} in {args.store}, newest first")
+    print(f"retrain runs of {name} in {store.uri}, newest first")
     print_table(COLUMNS, [row(record) for record in records], max_widths={"reason": REASON_WIDTH})
     return 0
 
