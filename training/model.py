@@ -25,8 +25,7 @@ from sklearn.ensemble import (
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
-# Not exported publicly; stable since scikit-learn 1.2 (it subclasses ValueError and TypeError).
-from sklearn.utils._param_validation import InvalidParameterError
+from sklearn.utils._param_validation import InvalidParameterError  # not exported publicly; there since 1.2
 
 from sklambda.contract import Task
 from sklambda.errors import ConfigError, DataError

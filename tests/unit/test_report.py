@@ -12,14 +12,18 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.datasets import load_diabetes
+from sklearn.linear_model import LogisticRegression
 
 from sklambda.errors import NotFound
-from sklambda.manifest import Manifest
+from sklambda.manifest import Manifest, Metric
 from sklambda.store import ModelStore
 from tests.conftest import PENGUINS_CSV, REPO
 from training.cli import main
+from training.config import load_config
+from training.evaluate import held_out_evaluation
 from training.report import gather, render, report_html
 
 pytestmark = pytest.mark.unit
@@ -181,3 +185,24 @@ def test_plotting_and_terminal_libraries_stay_out_of_the_lambda_bundles() -> Non
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "[]"
+
+
+def test_permutation_importance_stays_cheap_on_a_wide_table() -> None:
+    # Given a 60-column table and the default settings (5 repeats on at most 1000 rows)
+    rng = np.random.default_rng(0)
+    x = pd.DataFrame(rng.normal(size=(3000, 60)), columns=[f"x{i}" for i in range(60)])
+    y = pd.Series((x["x0"] > 0).astype(int))
+    model = LogisticRegression(max_iter=200).fit(x, y)
+    settings = load_config().evaluation
+
+    # When the held-out summary is computed
+    summary = held_out_evaluation(
+        model, x, y, "classification", Metric(name="accuracy", greater_is_better=True), settings
+    )
+
+    # Then the repeats are cut so that there are at most 150 permutations, and the column that decides comes first
+    assert (summary.importance_repeats, summary.importance_rows) == (2, 1000)
+    ranked = sorted(summary.importance, key=lambda item: item.mean, reverse=True)
+    assert ranked[0].feature == "x0"
+    assert summary.confusion is not None
+    assert sum(map(sum, summary.confusion)) == 3000
