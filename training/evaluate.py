@@ -22,6 +22,9 @@ RESIDUAL_SAMPLE_ROWS = 500
 # 8.7 s to a 14 s run, 5 on 500 rows still 6.7 s. So a wide table gets fewer repeats (at least 1) and fewer rows
 # (at least 100), so that a report nicety cannot dominate a retrain: with these caps, +3.4 s on a 12.3 s run.
 MAX_PERMUTATIONS = 150
+# A confusion matrix grows with the square of the classes: past this many it is not stored (the manifest stays
+# small; the report says why the plot is missing).
+MAX_CONFUSION_CLASSES = 100
 MAX_PERMUTED_ROWS = 150_000
 MIN_IMPORTANCE_ROWS = 100
 
@@ -91,12 +94,12 @@ def held_out_evaluation(
     """What the model report plots, on the held-out rows (`x` encoded as the model takes it)."""
     predictions = pipeline.predict(x)
     summary = HeldOutEvaluation(rows=len(x))
-    if task == "classification":
+    if task == "classification" and len(pipeline.classes_) <= MAX_CONFUSION_CLASSES:
         labels = pipeline.classes_
         matrix = sk_metrics.confusion_matrix(y, predictions, labels=labels)
         summary.labels = labels_to_json(np.asarray(labels))
         summary.confusion = matrix.astype(int).tolist()
-    else:
+    elif task == "regression":
         sample = np.random.default_rng(settings.random_state).permutation(len(x))[:RESIDUAL_SAMPLE_ROWS]
         sample.sort()
         summary.actual = [float(value) for value in np.asarray(y)[sample]]

@@ -508,11 +508,13 @@ def render(data: ReportData) -> str:
     if focus is not None:
         which = f"v{focus.version}" + (f" ({data.alias})" if focus.version == data.champion else "")
         evaluation = confusion_plot(focus) if focus.task == "classification" else residual_plots(focus)
+        held_out = focus.held_out
         missing = _note(
             "Not recorded for this version (it was trained before held-out summaries were stored): retrain it to get "
             "this plot."
+            if held_out is None
+            else f"Not stored: {len(focus.classes or [])} classes make too large a matrix for the manifest."
         )
-        held_out = focus.held_out
         described = f"On the {held_out.rows:,} rows held out from training." if held_out is not None else ""
         title = "Confusion matrix" if focus.task == "classification" else "Residuals"
         parts.append(_section(f"{title} of {which}", _note(described), evaluation or missing))
