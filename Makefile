@@ -12,7 +12,15 @@ HOST ?= 127.0.0.1
 PORT ?= 3000
 LAMBDA_PORT ?= 3001
 
-.PHONY: help dev demo train serve test lint typecheck unit integration template e2e bench build validate security deploy clean
+REPORT ?= report.html
+REPORT_PNG ?= report.png
+REPORT_MODEL ?= penguins
+# Headless Chromium for the report's screenshot (Debian's `chromium` package).
+CHROMIUM ?= chromium
+CHROMIUM_FLAGS := --headless --no-sandbox --disable-gpu --disable-background-networking --disable-component-update \
+	--disable-sync --no-first-run --hide-scrollbars --window-size=1100,4400
+
+.PHONY: help dev demo train serve test lint typecheck unit integration template e2e bench build validate security deploy clean report
 
 help:
 	@echo "make demo         set up, train the sample model into ./$(MODEL_STORE_URI) and serve the API on http://$(HOST):$(PORT)"
@@ -21,6 +29,7 @@ help:
 	@echo "make train        train DATA=$(DATA) into MODEL_STORE_URI=$(MODEL_STORE_URI)"
 	@echo "make serve        serve template.yaml's API routes locally, in-process (no Docker)"
 	@echo "make unit | integration | template | e2e   one test tier"
+	@echo "make report       write $(REPORT) (the model report of MODEL_STORE_URI) and $(REPORT_PNG) (its screenshot, headless Chromium)"
 	@echo "make bench        serving benchmark: handler vs bare model, batch and init vs their floors (prints ratios)"
 	@echo "make security     checkov on template.yaml (own venv .ci/.venv-checkov; every skip has its reason in Metadata)"
 	@echo "make build        sam build (no container; needs Python 3.12)"
@@ -34,6 +43,9 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	@# layers/shared on the path, as in Lambda (/opt/python): a package of yours there (custom transformers for
+	@# your pipeline) imports in training, the tests and local serving with no install step.
+	$(PY) -c 'import pathlib, sysconfig; pathlib.Path(sysconfig.get_path("purelib"), "sklambda-shared-layer.pth").write_text(str(pathlib.Path("layers/shared").resolve()) + "\n")'
 	@touch $(STAMP)
 
 dev: $(STAMP)
@@ -83,6 +95,23 @@ e2e: $(STAMP)
 # Not a test: prints timings measured side by side and their ratios (benchmarks/serving.py says what and why).
 bench: $(STAMP)
 	$(PY) -m benchmarks.serving
+
+# The model report (one self-contained HTML file) of REPORT_MODEL in MODEL_STORE_URI, and a screenshot of it taken
+# by headless Chromium. A store without that model gets the sample model first: trained, then retrained once (a
+# run record, and a challenger-vs-champion comparison to show). Chromium is installed with apt-get when missing
+# (as root; otherwise install it yourself: apt-get install chromium).
+report: $(STAMP)
+	@if ! $(PY) -c 'import sys; from sklambda.store import ModelStore; sys.exit(not ModelStore.from_uri(sys.argv[1]).versions(sys.argv[2]))' \
+		"$(MODEL_STORE_URI)" "$(REPORT_MODEL)"; then \
+		set -e; echo "no $(REPORT_MODEL) in $(MODEL_STORE_URI): training the sample model, then retraining it once"; \
+		$(PY) -m training train --data $(DATA) --store $(MODEL_STORE_URI); \
+		$(PY) -m training retrain --data $(DATA) --store $(MODEL_STORE_URI); \
+	fi
+	$(PY) -m training report --store $(MODEL_STORE_URI) --name $(REPORT_MODEL) --out $(REPORT)
+	@command -v $(CHROMIUM) >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium; } \
+		|| { echo "headless Chromium is needed for the screenshot: apt-get install chromium (or CHROMIUM=/path/to/it)" >&2; exit 1; }
+	$(CHROMIUM) $(CHROMIUM_FLAGS) --screenshot="$(abspath $(REPORT_PNG))" "file://$(abspath $(REPORT))" 2>/dev/null
+	@echo "open $(REPORT) in a browser; its screenshot is $(REPORT_PNG)"
 
 # Every check and every test tier; CI (.ci/run) runs exactly this.
 test: lint typecheck validate

@@ -9,10 +9,23 @@ import sys
 from collections.abc import Sequence
 
 from sklambda.errors import SklambdaError
-from training.commands import describe, diff, history, promote, prune, retrain, rollback, runs, train, versions
+from training.commands import (
+    describe,
+    diff,
+    history,
+    promote,
+    prune,
+    report,
+    retrain,
+    rollback,
+    runs,
+    train,
+    versions,
+)
+from training.progress import log_handler
 
 # Each command module registers its own parser; add a module here to add a command.
-COMMANDS = [train, retrain, runs, versions, describe, diff, promote, rollback, history, prune]
+COMMANDS = [train, retrain, runs, versions, describe, diff, promote, rollback, history, prune, report]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s")
+    handler = log_handler()  # on a terminal: log lines printed above the live progress lines
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO"),
+        format="%(message)s" if handler else "%(levelname)s %(name)s: %(message)s",
+        handlers=[handler] if handler else None,
+    )
+    # botocore announces where it found credentials and endpoints at INFO: noise in a command's output.
+    logging.getLogger("botocore").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     try:
         code: int = args.handler(args)

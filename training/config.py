@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
 import tomllib
+import typing
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sklambda.errors import ConfigError
 
@@ -19,6 +21,17 @@ MetricName = Literal["auto", "accuracy", "balanced_accuracy", "f1_macro", "log_l
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _module_callable(value: str) -> str:
+    module, _, name = value.partition(":")
+    if not (module and name and all(part.isidentifier() for part in [*module.split("."), *name.split(".")])):
+        raise ValueError(f"{value!r} is not 'module:function' (e.g. 'sklearn.ensemble:RandomForestClassifier')")
+    return value
+
+
+# "module:function": a callable the training imports by name (an estimator class or a function returning one).
+CallableSpec = Annotated[str, AfterValidator(_module_callable)]
 
 
 class ModelSection(_Strict):
@@ -35,9 +48,31 @@ class FeaturesSection(_Strict):
 
 
 class EstimatorSection(_Strict):
-    classification: str = Field(default="sklearn.linear_model:LogisticRegression", pattern=r"^[\w.]+:[\w.]+$")
-    regression: str = Field(default="sklearn.linear_model:Ridge", pattern=r"^[\w.]+:[\w.]+$")
+    classification: CallableSpec = "sklearn.linear_model:LogisticRegression"
+    regression: CallableSpec = "sklearn.linear_model:Ridge"
     params: dict[Literal["classification", "regression"], dict[str, Any]] = Field(default_factory=dict)
+
+
+class PipelineSection(_Strict):
+    """A whole pipeline of your own, instead of [estimator]: `factory` returns an unfitted scikit-learn estimator
+    or Pipeline that does its own preprocessing (the standard preprocessing is NOT put in front). It gets the
+    feature columns as the data contract encodes them: numbers as float (NaN when missing), categories as text
+    ("__missing__" when missing). Classes it uses that scikit-learn does not have must live in a package under
+    layers/shared/ (README: "Bring your own pipeline")."""
+
+    factory: CallableSpec
+    # Keyword arguments for the factory. It also gets `numeric`, `categorical` (the feature column lists),
+    # `task` and `random_state` when its signature takes them and params do not set them.
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class OnnxSection(_Strict):
+    """ONNX conversion of custom steps: modules that register a skl2onnx converter for them when imported. A
+    pipeline that still does not convert is stored with the scikit-learn runtime only (ServingRuntime=sklearn)."""
+
+    converters: list[Annotated[str, Field(pattern=r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")]] = Field(
+        default_factory=list
+    )
 
 
 class EvaluationSection(_Strict):
@@ -45,6 +80,10 @@ class EvaluationSection(_Strict):
     test_size: float = Field(default=0.2, gt=0, lt=1)
     random_state: int = 42
     golden_rows: int = Field(default=20, ge=1, le=1000)
+    # Permutation importance of each input column on the held-out rows (stored for `python -m training report`):
+    # how often each column is shuffled (0: not computed), on at most this many rows (a fixed-seed sample).
+    importance_repeats: int = Field(default=5, ge=0, le=50)
+    importance_rows: int = Field(default=1000, ge=10)
 
 
 class DataSection(_Strict):
@@ -124,10 +163,21 @@ class TrainingConfig(_Strict):
     model: ModelSection
     features: FeaturesSection = FeaturesSection()
     estimator: EstimatorSection = EstimatorSection()
+    pipeline: PipelineSection | None = None
+    onnx: OnnxSection = OnnxSection()
     evaluation: EvaluationSection = EvaluationSection()
     data: DataSection = DataSection()
     gate: GateSection = GateSection()
     budget: BudgetSection = BudgetSection()
+
+    @model_validator(mode="after")
+    def _one_way_to_build_the_model(self) -> Self:
+        if self.pipeline is not None and "estimator" in self.model_fields_set:
+            raise ValueError(
+                "give [estimator] (your estimator after the standard preprocessing) or [pipeline] (your whole "
+                "pipeline, its own preprocessing), not both"
+            )
+        return self
 
     @model_validator(mode="after")
     def _cases_name_their_model(self) -> Self:
@@ -150,8 +200,21 @@ class TrainingConfig(_Strict):
             raise ConfigError(_describe(error, "command line")) from None
 
 
+def resolve_config_path(path: str | Path | None) -> Path:
+    """The file to read: the default, the path as given, or a relative path that does not exist from here read
+    from where the training package lies, so that TRAINING_CONFIG=training/examples/forest_ratios.toml names the
+    same file in a checkout and in the retrain function (where training/ is /opt/python/training)."""
+    if path is None:
+        return DEFAULT_CONFIG
+    given = Path(path)
+    beside_package = DEFAULT_CONFIG.parent.parent / given
+    if not given.is_absolute() and not given.exists() and beside_package.exists():
+        return beside_package
+    return given
+
+
 def load_config(path: str | Path | None = None) -> TrainingConfig:
-    path = Path(path) if path is not None else DEFAULT_CONFIG
+    path = resolve_config_path(path)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -165,9 +228,57 @@ def load_config(path: str | Path | None = None) -> TrainingConfig:
 
 
 def _describe(error: ValidationError, source: str) -> str:
+    """One line per problem, named by its place in the file: unknown keys with the keys that section takes (and
+    the closest one), wrong values with what was given."""
     lines = []
     for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"])
-        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
-        lines.append(f"  {where}: {message}")
+        location = item["loc"]
+        where = ".".join(str(part) for part in location)
+        if item["type"] == "extra_forbidden":
+            message = _unknown_key(location)
+        elif item["type"] == "missing":
+            message = "required, but missing"
+        else:
+            message = str(item["msg"]).removeprefix("Value error, ")
+            given = item.get("input")
+            if not isinstance(given, dict | list) and item["type"] != "value_error":
+                message += f" (got {given!r})"
+        lines.append(f"  {where}: {message}" if where else f"  {message}")
     return f"invalid training configuration in {source}:\n" + "\n".join(lines)
+
+
+def _unknown_key(location: tuple[int | str, ...]) -> str:
+    section = _section_model(location[:-1])
+    if section is None:
+        return "unknown key"
+    known = list(section.model_fields)
+    close = difflib.get_close_matches(str(location[-1]), known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    place = (
+        f"[{'.'.join(str(part) for part in location[:-1] if isinstance(part, str))}]" if location[:-1] else "the file"
+    )
+    return f"unknown key{hint}; {place} takes: {', '.join(known)}"
+
+
+def _section_model(path: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The configuration model at `path` (("gate", "cases", 0) -> GateCase), or None if there is none there."""
+    model: type[BaseModel] = TrainingConfig
+    for part in path:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        found = _model_in(field.annotation) if field is not None else None
+        if found is None:
+            return None
+        model = found
+    return model
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in typing.get_args(annotation):
+        found = _model_in(argument)
+        if found is not None:
+            return found
+    return None

@@ -8,10 +8,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn import metrics as sk_metrics
+from sklearn.inspection import permutation_importance
 
 from sklambda.contract import Task
-from sklambda.manifest import Metric
-from training.config import CLASSIFICATION_METRICS, REGRESSION_METRICS, TrainingConfig
+from sklambda.manifest import FeatureImportance, HeldOutEvaluation, Metric
+from sklambda.serving import labels_to_json
+from training.config import CLASSIFICATION_METRICS, REGRESSION_METRICS, EvaluationSection, TrainingConfig
+
+# Regression: (actual, predicted) pairs of at most this many held-out rows are stored for the residual plots.
+RESIDUAL_SAMPLE_ROWS = 500
+# Permutation importance costs one prediction per column per repeat, each over the sampled rows, and a forest's
+# predict has a fixed cost per call: measured on 60 columns with a 100-tree forest, 5 repeats on 1000 rows added
+# 8.7 s to a 14 s run, 5 on 500 rows still 6.7 s. So a wide table gets fewer repeats (at least 1) and fewer rows
+# (at least 100), so that a report nicety cannot dominate a retrain: with these caps, +3.4 s on a 12.3 s run.
+MAX_PERMUTATIONS = 150
+# A confusion matrix grows with the square of the classes: past this many it is not stored (the manifest stays
+# small; the report says why the plot is missing).
+MAX_CONFUSION_CLASSES = 100
+MAX_PERMUTED_ROWS = 150_000
+MIN_IMPORTANCE_ROWS = 100
 
 GREATER_IS_BETTER = {
     "accuracy": True,
@@ -53,3 +68,60 @@ def evaluate(pipeline: Any, x: pd.DataFrame, y: pd.Series, task: Task) -> dict[s
             "mae": sk_metrics.mean_absolute_error(y, predictions),
         }
     return {name: round(float(value), 6) for name, value in scores.items() if np.isfinite(value)}
+
+
+def _scorer(metric: Metric, classes: Any) -> Any:
+    """The primary metric as a scikit-learn scorer (greater is better, as permutation importance expects)."""
+    functions = {
+        "accuracy": (sk_metrics.accuracy_score, "predict", {}),
+        "balanced_accuracy": (sk_metrics.balanced_accuracy_score, "predict", {}),
+        "f1_macro": (sk_metrics.f1_score, "predict", {"average": "macro"}),
+        # Every class named: a sample of rows may lack one.
+        "log_loss": (sk_metrics.log_loss, "predict_proba", {"labels": classes}),
+        "r2": (sk_metrics.r2_score, "predict", {}),
+        "rmse": (sk_metrics.root_mean_squared_error, "predict", {}),
+        "mae": (sk_metrics.mean_absolute_error, "predict", {}),
+    }
+    function, response, kwargs = functions[metric.name]
+    return sk_metrics.make_scorer(
+        function, response_method=response, greater_is_better=metric.greater_is_better, **kwargs
+    )
+
+
+def held_out_evaluation(
+    pipeline: Any, x: pd.DataFrame, y: pd.Series, task: Task, metric: Metric, settings: EvaluationSection
+) -> HeldOutEvaluation:
+    """What the model report plots, on the held-out rows (`x` encoded as the model takes it)."""
+    predictions = pipeline.predict(x)
+    summary = HeldOutEvaluation(rows=len(x))
+    if task == "classification" and len(pipeline.classes_) <= MAX_CONFUSION_CLASSES:
+        labels = pipeline.classes_
+        matrix = sk_metrics.confusion_matrix(y, predictions, labels=labels)
+        summary.labels = labels_to_json(np.asarray(labels))
+        summary.confusion = matrix.astype(int).tolist()
+    elif task == "regression":
+        sample = np.random.default_rng(settings.random_state).permutation(len(x))[:RESIDUAL_SAMPLE_ROWS]
+        sample.sort()
+        summary.actual = [float(value) for value in np.asarray(y)[sample]]
+        summary.predicted = [float(value) for value in np.asarray(predictions, dtype=np.float64)[sample]]
+    if settings.importance_repeats and len(x) >= 2:
+        columns = max(1, x.shape[1])
+        repeats = max(1, min(settings.importance_repeats, MAX_PERMUTATIONS // columns))
+        wanted = min(settings.importance_rows, max(MIN_IMPORTANCE_ROWS, MAX_PERMUTED_ROWS // (repeats * columns)))
+        rows = x.sample(n=min(len(x), wanted), random_state=settings.random_state)
+        result = permutation_importance(
+            pipeline,
+            rows,
+            y.loc[rows.index],
+            scoring=_scorer(metric, getattr(pipeline, "classes_", None)),
+            n_repeats=repeats,
+            random_state=settings.random_state,
+        )
+        summary.importance_metric = metric.name
+        summary.importance_repeats = repeats
+        summary.importance_rows = len(rows)
+        summary.importance = [
+            FeatureImportance(feature=str(name), mean=round(float(mean), 6), std=round(float(std), 6))
+            for name, mean, std in zip(x.columns, result.importances_mean, result.importances_std, strict=True)
+        ]
+    return summary

@@ -37,10 +37,11 @@ from sklambda.store import AliasState, ModelStore
 from training.config import TrainingConfig
 from training.convert import to_onnx
 from training.dataset import LoadedTable, clean, load_table
-from training.evaluate import evaluate, primary_metric
+from training.evaluate import evaluate, held_out_evaluation, primary_metric
 from training.features import infer_task, select_features
 from training.gate import case_checks, invariant_checks, metric_checks
-from training.model import build_estimator, build_pipeline, fit, split
+from training.model import build_model, final_estimator, fit, split
+from training.progress import Progress, describe_rows, size
 
 logger = logging.getLogger(__name__)
 
@@ -81,19 +82,31 @@ class Outcome:
         return f"v{self.version} ({score}): {'promoted' if self.promoted else 'not promoted'}: {self.reason}"
 
 
-def train(table: LoadedTable, config: TrainingConfig, *, code_version: str | None = None) -> TrainedModel:
+def train(
+    table: LoadedTable,
+    config: TrainingConfig,
+    *,
+    code_version: str | None = None,
+    progress: Progress | None = None,
+) -> TrainedModel:
     """Stages 2-5 plus conversion, on a loaded table. Pure computation: no store, no AWS."""
+    progress = progress or Progress()
     started = time.perf_counter()
     target = config.model.target
-    frame, report = clean(table.frame, target)
-    task = infer_task(frame[target], config.model.task)
-    if task == "classification" and pd.api.types.is_float_dtype(frame[target]):
-        frame[target] = frame[target].astype("int64")  # 0.0/1.0 read from a CSV with gaps
-    features = select_features(frame, config)
-    parts = split(frame, features, target, task, config)
-    metric = primary_metric(config, task)
-    estimator = build_estimator(config, task)
-    pipeline = build_pipeline(features, estimator)
+    with progress.step("prepare", "clean, task, features, held-out split") as step:
+        frame, report = clean(table.frame, target)
+        task = infer_task(frame[target], config.model.task)
+        if task == "classification" and pd.api.types.is_float_dtype(frame[target]):
+            frame[target] = frame[target].astype("int64")  # 0.0/1.0 read from a CSV with gaps
+        features = select_features(frame, config)
+        parts = split(frame, features, target, task, config)
+        metric = primary_metric(config, task)
+        pipeline = build_model(config, task, features)
+        step.done(
+            f"{task}, {len(features.names)} features, {len(parts.x_train):,} rows to fit, "
+            f"{len(parts.x_test):,} held out"
+        )
+    estimator = final_estimator(pipeline)
     classes = sorted(parts.y_train.unique().tolist()) if task == "classification" else None
     contract = derive_contract(
         parts.x_train,
@@ -103,13 +116,22 @@ def train(table: LoadedTable, config: TrainingConfig, *, code_version: str | Non
         task=task,
         classes=classes,
     )
-    fit_seconds = fit(pipeline, encode_frame(parts.x_train, contract), parts.y_train)
+    with progress.step("fit", f"{type(estimator).__name__} on {len(parts.x_train):,} rows"):
+        fit_seconds = fit(pipeline, encode_frame(parts.x_train, contract), parts.y_train)
     if classes is not None:
         classes = labels_to_json(pipeline.classes_)
         contract = contract.model_copy(update={"classes": classes})
-    metrics = evaluate(pipeline, encode_frame(parts.x_test, contract), parts.y_test, task)
-    golden = golden_sample(pipeline, parts.x_test, contract, config.evaluation.golden_rows)
-    onnx_bytes, onnx_support = to_onnx(pipeline, contract)
+    with progress.step("evaluate", f"{len(parts.x_test):,} held-out rows, feature importance") as step:
+        x_test = encode_frame(parts.x_test, contract)
+        metrics = evaluate(pipeline, x_test, parts.y_test, task)
+        held_out = held_out_evaluation(pipeline, x_test, parts.y_test, task, metric, config.evaluation)
+        golden = golden_sample(pipeline, parts.x_test, contract, config.evaluation.golden_rows)
+        step.done(f"{metric.name}={metrics.get(metric.name)} on {len(parts.x_test):,} held-out rows")
+    with progress.step("convert", "to ONNX (skl2onnx)") as step:
+        onnx_bytes, onnx_support = to_onnx(pipeline, contract, config.onnx.converters)
+        step.done(
+            f"ONNX, {size(onnx_bytes)}" if onnx_bytes is not None else "no ONNX: scikit-learn serving runtime only"
+        )
     files = {"model.joblib": _joblib_bytes(pipeline)}
     if onnx_bytes is not None:
         files["model.onnx"] = onnx_bytes
@@ -132,11 +154,13 @@ def train(table: LoadedTable, config: TrainingConfig, *, code_version: str | Non
         code_version=code_version,
         training={
             "config": config.model_dump(mode="json"),
+            "pipeline": _describe_pipeline(pipeline, config, task),
             "rows": {"train": len(parts.x_train), "test": len(parts.x_test), "cleaning": report.describe()},
             "features_left_out": features.left_out,
             "fit_seconds": round(fit_seconds, 3),
             "seconds": round(time.perf_counter() - started, 3),
         },
+        held_out=held_out,
     )
     logger.info("trained %s: %s", config.model.name, ", ".join(f"{k}={v}" for k, v in metrics.items()))
     target_range = None
@@ -176,16 +200,24 @@ def publish_and_gate(
     serving_check: ServingCheck | None = None,
     promote: bool = True,
     before_promotion: Callable[[Manifest], None] | None = None,
+    progress: Progress | None = None,
 ) -> Outcome:
     """Publish the trained model as a new version, then move `alias` to it only if every gate check passes:
     the metric rule against the current holder on the same held-out rows ([gate]), the must-hold cases, the
     output invariants, and the serving runtime's load + parity self-test. A failed gate stores the version as
     rejected with the reasons. `before_promotion` runs after the gate, just before the alias moves."""
+    progress = progress or Progress()
     name = trained.manifest.name
     # The alias moves only if it still holds this state when we are done (compare-and-swap).
     champion = store.alias(name, alias)
-    comparison, checks = gate_checks(store, trained, champion)
-    stored = store.publish(trained.manifest.model_copy(update={"compared_with": comparison}), trained.files)
+    against = f"vs {alias} v{champion.record.version}" if champion else f"no {alias} yet"
+    with progress.step("gate", f"{against}: metric rule, cases, invariants") as step:
+        comparison, checks = gate_checks(store, trained, champion)
+        step.done(f"{against}: {sum(check.passed for check in checks)} of {len(checks)} checks passed")
+    total = sum(len(data) for data in trained.files.values())
+    with progress.step("publish", f"{len(trained.files) + 1} files, {size(total)}") as step:
+        stored = store.publish(trained.manifest.model_copy(update={"compared_with": comparison}), trained.files)
+        step.done(f"v{stored.version}: {len(trained.files) + 1} files, {size(total)}")
     outcome = Outcome(
         version=stored.version,
         promoted=False,
@@ -197,13 +229,18 @@ def publish_and_gate(
         checks=checks,
     )
     if serving_check is not None and all(check.passed for check in checks):
-        try:
-            serving_check(stored)
-            checks.append(GateCheck(name="serving self-test", passed=True, detail="loaded and reproduced its outputs"))
-        except VersionRefused as error:
-            checks.append(
-                GateCheck(name="serving self-test", passed=False, detail=f"the serving runtime refused it: {error}")
-            )
+        with progress.step("self-test", f"the serving runtime loads v{stored.version}") as step:
+            try:
+                serving_check(stored)
+                checks.append(
+                    GateCheck(name="serving self-test", passed=True, detail="loaded and reproduced its outputs")
+                )
+                step.done("reproduced its golden outputs")
+            except VersionRefused as error:
+                checks.append(
+                    GateCheck(name="serving self-test", passed=False, detail=f"the serving runtime refused it: {error}")
+                )
+                step.done("refused")
     failed = [check for check in checks if not check.passed]
     if failed:
         outcome.reason = "; ".join(f"{check.name}: {check.detail}" for check in failed)
@@ -307,20 +344,31 @@ def train_and_publish(
     serving_check: ServingCheck | None = None,
     promote: bool = True,
     code_version: str | None = None,
+    progress: Progress | None = None,
 ) -> Outcome:
     """The one flow behind `python -m training train` and the retrain function."""
+    progress = progress or Progress()
     started = time.perf_counter()
-    table = load_table(data_uri)
+    table = load(data_uri, progress)
     loaded = time.perf_counter()
-    trained = train(table, config, code_version=code_version)
+    trained = train(table, config, code_version=code_version, progress=progress)
     trained_at = time.perf_counter()
-    outcome = publish_and_gate(store, trained, alias=alias, by=by, serving_check=serving_check, promote=promote)
+    outcome = publish_and_gate(
+        store, trained, alias=alias, by=by, serving_check=serving_check, promote=promote, progress=progress
+    )
     outcome.durations = {
         "load": round(loaded - started, 3),
         "train": round(trained_at - loaded, 3),
         "publish_and_gate": round(time.perf_counter() - trained_at, 3),
     }
     return outcome
+
+
+def load(data_uri: str, progress: Progress) -> LoadedTable:
+    with progress.step("load", data_uri) as step:
+        table = load_table(data_uri)
+        step.done(describe_rows(len(table.frame), len(table.frame.columns), len(table.files)))
+    return table
 
 
 def library_versions() -> dict[str, str]:
@@ -363,3 +411,31 @@ def _joblib_bytes(pipeline: Any) -> bytes:
 
 def _describe_estimator(estimator: Any) -> str:
     return f"{type(estimator).__module__}.{type(estimator).__name__}"
+
+
+def _describe_pipeline(pipeline: Any, config: TrainingConfig, task: str) -> dict[str, Any]:
+    """Where the pipeline came from, and its steps (the report shows them)."""
+    source = (
+        {"factory": config.pipeline.factory}
+        if config.pipeline is not None
+        else {"preprocessing": "standard", "estimator": getattr(config.estimator, task)}
+    )
+    return {**source, "steps": _step_names(pipeline)}
+
+
+def _step_names(pipeline: Any, prefix: str = "") -> list[str]:
+    """`features/numeric/ratios: RatioFeatures`-style paths of every step, nested ones included."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+
+    names: list[str] = []
+    if isinstance(pipeline, Pipeline):
+        for name, step in pipeline.steps:
+            names.extend(_step_names(step, f"{prefix}{name}/"))
+    elif isinstance(pipeline, ColumnTransformer):
+        for name, step, _columns in getattr(pipeline, "transformers_", pipeline.transformers):
+            if not isinstance(step, str):
+                names.extend(_step_names(step, f"{prefix}{name}/"))
+    else:
+        names.append(f"{prefix.rstrip('/')}: {type(pipeline).__name__}")
+    return names

@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 from sklearn.base import BaseEstimator, is_classifier, is_regressor
+from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import (
     ExtraTreesClassifier,
     ExtraTreesRegressor,
@@ -24,6 +25,7 @@ from sklearn.ensemble import (
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+from sklearn.utils._param_validation import InvalidParameterError  # not exported publicly; there since 1.2
 
 from sklambda.contract import Task
 from sklambda.errors import ConfigError, DataError
@@ -35,19 +37,19 @@ logger = logging.getLogger(__name__)
 MIN_ROWS = 10
 
 
-def import_callable(spec: str) -> Any:
+def import_callable(spec: str, what: str = "estimator") -> Any:
     module_name, _, attribute = spec.partition(":")
     try:
         target: Any = importlib.import_module(module_name)
     except ImportError as error:
-        raise ConfigError(f"estimator {spec!r}: cannot import {module_name}: {error}") from None
+        raise ConfigError(f"{what} {spec!r}: cannot import {module_name}: {error}") from None
     for part in attribute.split("."):
         try:
             target = getattr(target, part)
         except AttributeError:
-            raise ConfigError(f"estimator {spec!r}: {module_name} has no {attribute}") from None
+            raise ConfigError(f"{what} {spec!r}: {module_name} has no {attribute}") from None
     if not callable(target):
-        raise ConfigError(f"estimator {spec!r} is not callable")
+        raise ConfigError(f"{what} {spec!r} is not callable")
     return target
 
 
@@ -62,13 +64,62 @@ def build_estimator(config: TrainingConfig, task: Task) -> BaseEstimator:
         estimator = factory(**params)
     except TypeError as error:
         raise ConfigError(f"estimator {spec!r} with params {params}: {error}") from None
-    if not isinstance(estimator, BaseEstimator):
-        raise ConfigError(f"estimator {spec!r} returned {type(estimator).__name__}, not a scikit-learn estimator")
-    if task == "classification" and not is_classifier(estimator):
-        raise ConfigError(f"estimator {spec!r} is not a classifier, but the task is classification")
-    if task == "regression" and not is_regressor(estimator):
-        raise ConfigError(f"estimator {spec!r} is not a regressor, but the task is regression")
+    _check_built(estimator, task, f"estimator {spec!r}")
     return estimator
+
+
+def _check_built(estimator: Any, task: Task, what: str) -> None:
+    if not isinstance(estimator, BaseEstimator):
+        raise ConfigError(f"{what} returned {type(estimator).__name__}, not a scikit-learn estimator")
+    if task == "classification" and not is_classifier(estimator):
+        raise ConfigError(f"{what} is not a classifier, but the task is classification")
+    if task == "regression" and not is_regressor(estimator):
+        raise ConfigError(f"{what} is not a regressor, but the task is regression")
+
+
+def build_custom_pipeline(config: TrainingConfig, task: Task, features: FeatureSet) -> Pipeline:
+    """[pipeline]: the user's own estimator or Pipeline, with its own preprocessing (nothing put in front)."""
+    section = config.pipeline
+    assert section is not None
+    factory = import_callable(section.factory, "pipeline factory")
+    params = dict(section.params)
+    offered = {
+        "numeric": list(features.numeric),
+        "categorical": list(features.categorical),
+        "task": task,
+        "random_state": config.evaluation.random_state,
+    }
+    for name, value in offered.items():
+        if name not in params and _accepts(factory, name):
+            params[name] = value
+    shown = {key: value for key, value in params.items() if key not in ("numeric", "categorical")}
+    try:
+        built = factory(**params)
+    except TypeError as error:
+        raise ConfigError(f"pipeline factory {section.factory!r} with params {shown}: {error}") from None
+    _check_built(built, task, f"pipeline factory {section.factory!r}")
+    if isinstance(built, Pipeline):
+        return built
+    # A bare estimator gets the feature columns as one matrix in the contract's order through a pass-through
+    # ColumnTransformer (no value changes): the ONNX graph has one input per feature, and most converters take
+    # a single matrix, which the ColumnTransformer's converter builds by joining them.
+    columns = ColumnTransformer([("columns", "passthrough", features.names)], verbose_feature_names_out=False)
+    return Pipeline([("columns", columns), ("model", built)])
+
+
+def build_model(config: TrainingConfig, task: Task, features: FeatureSet) -> Pipeline:
+    """The unfitted pipeline the configuration describes: [pipeline] as given, or the standard preprocessing in
+    front of the [estimator] for the task."""
+    if config.pipeline is not None:
+        return build_custom_pipeline(config, task, features)
+    return build_pipeline(features, build_estimator(config, task))
+
+
+def final_estimator(pipeline: Any) -> Any:
+    """The last step, looking inside nested Pipelines."""
+    while isinstance(pipeline, Pipeline):
+        pipeline = pipeline.steps[-1][1]
+    return pipeline
 
 
 def _accepts(factory: Any, parameter: str) -> bool:
@@ -131,7 +182,12 @@ def split(frame: pd.DataFrame, features: FeatureSet, target: str, task: Task, co
 
 def fit(pipeline: Pipeline, x: pd.DataFrame, y: pd.Series) -> float:
     started = time.perf_counter()
-    pipeline.fit(x, y)
+    try:
+        pipeline.fit(x, y)
+    except InvalidParameterError as error:
+        # scikit-learn checks parameters when fitting, not when an estimator is made: a wrong value in the
+        # configuration's params surfaces here, and is the configuration's fault, not a crash.
+        raise ConfigError(f"{error} (see [estimator.params] or [pipeline.params] in the configuration)") from None
     seconds = time.perf_counter() - started
-    logger.info("fitted %s on %d rows in %.2f s", type(pipeline.steps[-1][1]).__name__, len(x), seconds)
+    logger.info("fitted %s on %d rows in %.2f s", type(final_estimator(pipeline)).__name__, len(x), seconds)
     return seconds

@@ -22,8 +22,9 @@ from sklambda.runtimes.sklearn import load_pipeline
 from sklambda.store import ModelStore
 from training.budget import Limits, check_fits, check_time_left, estimate
 from training.config import TrainingConfig
-from training.dataset import clean, load_table
-from training.flow import ServingCheck, publish_and_gate, train
+from training.dataset import clean
+from training.flow import ServingCheck, load, publish_and_gate, train
+from training.progress import Progress
 from training.validation import validate_table
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,8 @@ class RunContext:
     notify: Notifier | None = None
     # Runs just before the alias moves (after the gate passed); tests use it to crash a run there.
     before_promotion: Callable[[Manifest], None] | None = None
+    # Log lines per step (Lambda, pipes); the command line passes live progress on a terminal.
+    progress: Progress = field(default_factory=Progress)
 
     @property
     def name(self) -> str:
@@ -143,7 +146,8 @@ def _carry_out(context: RunContext, record: RunRecord, lease: Lease) -> None:
         stage_started = now
         lease.renew()
 
-    table = load_table(context.data_uri)
+    progress = context.progress
+    table = load(context.data_uri, progress)
     record.data = DataSummary(
         uri=table.uri,
         sha256=table.sha256,
@@ -159,18 +163,21 @@ def _carry_out(context: RunContext, record: RunRecord, lease: Lease) -> None:
 
     champion_state = context.store.alias(context.name, context.alias)
     champion = context.store.manifest(context.name, champion_state.record.version) if champion_state else None
-    frame, _ = clean(table.frame, config.model.target)
 
     def load_champion() -> object:
         assert champion is not None
         return load_pipeline(context.store.artifact(champion, "model.joblib"))
 
-    problems, _champion_on_new_rows = validate_table(frame, config, champion, load_champion)
+    against = f"against the contract of {context.alias} v{champion.version}" if champion else f"no {context.alias} yet"
+    with progress.step("validate", against) as step:
+        frame, _ = clean(table.frame, config.model.target)
+        problems, _champion_on_new_rows = validate_table(frame, config, champion, load_champion)
+        step.done(f"{len(problems)} problem(s)" if problems else "no problems")
     if problems:
         raise DataRejected(problems)
     stage_done("validate")
 
-    trained = train(table, config, code_version=context.code_version)
+    trained = train(table, config, code_version=context.code_version, progress=progress)
     stage_done("train")
     check_time_left(needed, context.limits, config.budget, "training", context.data_uri)
 
@@ -189,6 +196,7 @@ def _carry_out(context: RunContext, record: RunRecord, lease: Lease) -> None:
         by=f"{record.by} (run {record.run_id})",
         serving_check=_chained(remember_version, context.serving_check) if context.serving_check else None,
         before_promotion=_chained(remember_version, before_promotion),
+        progress=progress,
     )
     stage_done("publish_and_gate")
     record.version = outcome.version

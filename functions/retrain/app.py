@@ -28,6 +28,7 @@ from sklambda.settings import RetrainSettings
 from sklambda.store import ModelStore
 from training.budget import Limits
 from training.config import load_config
+from training.progress import Progress
 from training.retrain import RunContext, release_reservation, reserve_run, run_retrain
 
 logger = Logger()
@@ -72,6 +73,9 @@ def _run_context(context: LambdaContext) -> RunContext:
         limits=Limits.of_lambda(context),
         lock_seconds=settings.retrain_lock_seconds,
         notify=_notify,
+        # A log line as each step starts and ends (load, validate, prepare, fit, evaluate, convert, gate,
+        # publish, self-test), through this function's logger: a long run shows where it is.
+        progress=Progress(logger),
     )
 
 

@@ -345,6 +345,43 @@ def test_retrain_bundle_trains_converts_and_publishes(tmp_path: Path, lambda_run
 
 
 @pytest.mark.usefixtures("fresh_build")
+def test_the_bundles_train_and_serve_the_example_pipeline_with_its_custom_step(
+    tmp_path: Path, lambda_runtime: Path
+) -> None:
+    # Given the retrain bundle with TRAINING_CONFIG naming the second example (its custom transformer comes from
+    # the SharedCodeLayer, its ONNX converter too), as it is written from the checkout's root
+    env = {
+        **POWERTOOLS_ENV,
+        "MODEL_STORE_URI": str(tmp_path / "store"),
+        "MODEL_NAME": "penguins-ratios",
+        "DATA_URI": str(PENGUINS_CSV),
+        "SERVING_RUNTIME": "sklearn",
+    }
+    # When the retrain handler runs on the schedule event
+    result = probe(
+        "retrain",
+        bundle_paths("RetrainFunction"),
+        lambda_runtime,
+        str(EVENTS / "retrain-schedule.json"),
+        "training/examples/forest_ratios.toml",
+        env=env,
+    )
+    # Then it trained that pipeline, converted it to ONNX with the custom step and promoted it
+    (run,) = result["runs"]
+    assert run["outcome"]["promoted"], run["outcome"]
+    assert run["estimator"].endswith("RandomForestClassifier"), run
+    assert run["runtimes"] == {"onnx": True, "sklearn": True}
+    # And the predict bundle (ONNX Runtime, no scikit-learn) self-tests and serves it
+    env.pop("SERVING_RUNTIME")
+    served = probe(
+        "predict", bundle_paths("PredictFunction"), lambda_runtime, "1", str(EVENTS / "predict.json"), env=env
+    )
+    assert served["self_test"]["ok"], served["self_test"]
+    assert served["status"] == 200, served["body"]
+    assert served["body"]["model"] == {"name": "penguins-ratios", "version": 1}
+
+
+@pytest.mark.usefixtures("fresh_build")
 # pandas 3.1 deprecates its fastparquet engine (training.dataset uses it): noise for this test, not a failure.
 @pytest.mark.filterwarnings("ignore:The 'fastparquet' engine is deprecated")
 @pytest.mark.filterwarnings("ignore:The 'future.infer_string' option is deprecated")

@@ -40,16 +40,20 @@ def test_promote_serve_roll_back_serve_again_from_the_command_line(
     uri = three_versions
     app = fresh_handler("functions.predict.app", MODEL_STORE_URI=uri, MODEL_NAME="penguins", ALIAS_REFRESH_SECONDS="0")
 
-    # Given v1, v2 (champion) and v3 (candidate), listed as such
+    # Given v1, v2 (champion) and v3 (candidate), listed as such, newest first
     code, out, _ = cli(capsys, "versions", "--store", uri)
     assert code == 0
-    rows = [line.split() for line in out.splitlines()[2:]]
-    assert [(row[0], row[4], row[5:]) for row in rows] == [
-        ("1", "promoted", ["champion", "(rollback)"]),
-        ("2", "promoted", ["champion"]),
-        ("3", "candidate", []),
+    header, *lines = out.splitlines()[1:]
+    assert header.split() == ["version", "created", "accuracy", "status", "alias", "reason"]
+    alias, reason = header.index("alias"), header.index("reason")
+    rows = [(line.split()[0], line.split()[4], line[alias:reason].strip(), line[reason:]) for line in lines]
+    assert [row[:3] for row in rows] == [
+        ("3", "candidate", "-"),
+        ("2", "promoted", "champion"),
+        ("1", "promoted", "champion (rollback)"),
     ]
-    assert out.splitlines()[1].split() == ["version", "created", "accuracy", "status", "alias"]
+    assert rows[0][3].startswith("published")
+    assert rows[2][3] == "first version: no champion to compare with"
     assert served_version(app, lambda_context) == 2
 
     # When v3 is promoted: it is served

@@ -45,13 +45,16 @@ def test_retrain_runs_record_and_the_history_is_a_table(tmp_path: Path, capsys: 
     table = capsys.readouterr().out.splitlines()
 
     # Then it is a table, newest first, with outcome, version, metric of both models and rows
-    assert table[0].split() == [
-        "RUN", "TRIGGER", "STATUS", "VERSION", "METRIC", "CHALLENGER", "CHAMPION", "ROWS", "SECONDS", "REASON"
+    assert table[0] == f"retrain runs of penguins in {store}, newest first"
+    assert table[1].split() == [
+        "run", "trigger", "status", "version", "metric", "challenger", "champion", "rows", "seconds", "reason"
     ]  # fmt: skip
-    newest, oldest = table[1].split(), table[2].split()
+    newest, oldest = table[2].split(), table[3].split()
     assert newest[1:4] == ["cli", "failed", "-"]
     assert oldest[1:8] == ["cli", "promoted", "v1", "accuracy", "1", "-", "344"]
-    assert "schema drift" in table[1]
+    assert "schema drift" in table[2]
+    # And a long reason is cut (…) so that rows stay one line each
+    assert all(len(line) <= len(table[1]) + 70 for line in table[2:])
 
     # And one run shows in full
     run_id = oldest[0]

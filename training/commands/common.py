@@ -6,7 +6,7 @@ import argparse
 import getpass
 import os
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -92,9 +92,19 @@ def print_json(model: BaseModel) -> None:
     print(model.model_dump_json(indent=2))
 
 
-def print_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
-    """Columns left-aligned and padded to their widest cell; numbers right-aligned."""
+def print_table(
+    header: Sequence[str], rows: Iterable[Sequence[object]], *, max_widths: Mapping[str, int] | None = None
+) -> None:
+    """Columns left-aligned and padded to their widest cell; numbers right-aligned; a column named in
+    `max_widths` is cut to that many characters (ending in …), so that one long reason cannot make every row
+    wrap. The tables of `versions` and `runs` (newest first) both print through this."""
+    limits = max_widths or {}
     cells = [[str(cell) for cell in header], *[["-" if c is None else str(c) for c in row] for row in rows]]
+    for column, name in enumerate(header):
+        limit = limits.get(name)
+        if limit is not None:
+            for row in cells[1:]:
+                row[column] = _cut(row[column], limit)
     widths = [max(len(row[column]) for row in cells) for column in range(len(header))]
     numeric = [all(_is_number(row[column]) for row in cells[1:]) and len(cells) > 1 for column in range(len(header))]
     for row in cells:
@@ -103,6 +113,10 @@ def print_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> None
             for cell, width, is_number in zip(row, widths, numeric, strict=True)
         )
         print(line.rstrip())
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _is_number(text: str) -> bool:

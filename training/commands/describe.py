@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
         ("status", f"{status.status}: {status.reason} (by {status.by}, {status.updated_at})"),
         ("aliases", ", ".join(aliases) or "-"),
         ("task", f"{manifest.task} of {manifest.target!r} with {manifest.estimator}"),
+        ("pipeline", _pipeline(manifest.training.get("pipeline"))),
         ("data", f"{manifest.data.uri}  sha256 {manifest.data.sha256}  {manifest.data.rows} rows"),
         ("metrics", ", ".join(f"{metric}={value:.6g}" for metric, value in manifest.metrics.items())),
         ("gate metric", f"{manifest.metric.name} ({direction} is better)"),
@@ -80,3 +81,11 @@ def run(args: argparse.Namespace) -> int:
         ],
     )
     return 0
+
+
+def _pipeline(recorded: Any) -> str:
+    """Where the pipeline came from and its steps, as training recorded them (versions before: not recorded)."""
+    if not isinstance(recorded, dict):
+        return "- (not recorded)"
+    source = f"{recorded['factory']} (your pipeline)" if recorded.get("factory") else "standard preprocessing"
+    return f"{source}: " + " → ".join(recorded.get("steps", []))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from training.commands.common import (
 )
 from training.config import load_config
 from training.flow import git_version
+from training.progress import for_command
 from training.retrain import DEFAULT_LOCK_SECONDS, RunContext, run_retrain
 
 
@@ -77,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
         lock_seconds=args.lock_seconds,
         code_version=git_version(Path(__file__).parent),
     )
-    record = run_retrain(context, trigger="cli", by=who("python -m training retrain"))
+    with for_command() as progress:
+        record = run_retrain(replace(context, progress=progress), trigger="cli", by=who("python -m training retrain"))
     print(describe(record))
     return 1 if record.status == "failed" else 0
 

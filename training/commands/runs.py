@@ -7,11 +7,11 @@ import os
 from typing import Any
 
 from sklambda.runs import RunLog, RunRecord
-from training.commands.common import add_config_option, add_store_options, open_store
+from training.commands.common import add_config_option, add_store_options, open_store, print_table
 from training.commands.retrain import describe
 from training.config import load_config
 
-COLUMNS = ("RUN", "TRIGGER", "STATUS", "VERSION", "METRIC", "CHALLENGER", "CHAMPION", "ROWS", "SECONDS", "REASON")
+COLUMNS = ("run", "trigger", "status", "version", "metric", "challenger", "champion", "rows", "seconds", "reason")
 REASON_WIDTH = 70
 
 
@@ -32,15 +32,17 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     name = args.name or os.environ.get("MODEL_NAME") or load_config(args.config).model.name
-    log = RunLog(open_store(args).objects, name)
+    store = open_store(args)
+    log = RunLog(store.objects, name)
     if args.run_id:
         print(describe(log.get(args.run_id)))
         return 0
     records = log.list(args.limit)
     if not records:
-        print(f"no retrain runs of {name} in {args.store}")
+        print(f"no retrain runs of {name} in {store.uri}")
         return 0
-    print(table([row(record) for record in records]))
+    print(f"retrain runs of {name} in {store.uri}, newest first")
+    print_table(COLUMNS, [row(record) for record in records], max_widths={"reason": REASON_WIDTH})
     return 0
 
 
@@ -49,7 +51,6 @@ def row(record: RunRecord) -> tuple[str, ...]:
     challenger = record.metrics.get(metric) if record.metrics and metric else None
     champion = record.champion_metrics.get(metric) if record.champion_metrics and metric else None
     reason = record.reason if not record.data_problems else f"{record.reason}: {record.data_problems[0]}"
-    reason = reason if len(reason) <= REASON_WIDTH else reason[: REASON_WIDTH - 1] + "…"
     return (
         record.run_id,
         record.trigger,
@@ -62,12 +63,3 @@ def row(record: RunRecord) -> tuple[str, ...]:
         "-" if record.duration_seconds is None else f"{record.duration_seconds:.1f}",
         reason,
     )
-
-
-def table(rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(COLUMNS, *rows, strict=True)]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in [COLUMNS, *rows]
-    ]
-    return "\n".join(lines)

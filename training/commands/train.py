@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from sklambda.errors import SklambdaError
+from sklambda.manifest import Manifest
 from sklambda.serving import local_self_test
 from training.commands.common import (
     add_config_option,
@@ -18,6 +19,7 @@ from training.commands.common import (
 )
 from training.config import load_config
 from training.flow import git_version, train_and_publish
+from training.progress import for_command
 
 
 def register(commands: Any) -> None:
@@ -51,22 +53,35 @@ def run(args: argparse.Namespace) -> int:
         raise SklambdaError("no training data: pass --data PATH_OR_S3_URI or set DATA_URI")
     config = load_config(args.config).with_overrides(name=args.name, target=args.target, task=args.task)
     store = open_store(args)
-    outcome = train_and_publish(
-        store,
-        args.data,
-        config,
-        by=who("python -m training train"),
-        alias=args.alias,
-        serving_check=local_self_test(store, args.serving_runtime),
-        promote=not args.no_promote,
-        code_version=git_version(Path(__file__).parent),
-    )
+    with for_command() as progress:
+        outcome = train_and_publish(
+            store,
+            args.data,
+            config,
+            by=who("python -m training train"),
+            alias=args.alias,
+            serving_check=local_self_test(store, args.serving_runtime),
+            promote=not args.no_promote,
+            code_version=git_version(Path(__file__).parent),
+            progress=progress,
+        )
     metrics = ", ".join(f"{name}={value}" for name, value in outcome.metrics.items())
     print(f"published {config.model.name} v{outcome.version} to {store.uri}")
     print(f"  held-out metrics: {metrics}")
     if outcome.champion_metrics is not None:
         champion = ", ".join(f"{name}={value}" for name, value in outcome.champion_metrics.items())
         print(f"  champion v{outcome.champion_version} on the same rows: {champion}")
+    print(f"  serving: {serving_runtimes(store.manifest(config.model.name, outcome.version))}")
     verdict = f"promoted to {args.alias}" if outcome.promoted else f"not promoted ({args.alias} unchanged)"
     print(f"  {verdict}: {outcome.reason}")
     return 0
+
+
+def serving_runtimes(manifest: Manifest) -> str:
+    """Which serving runtimes can serve a version, said plainly (a pipeline that does not convert to ONNX needs
+    the scikit-learn runtime)."""
+    onnx = manifest.runtimes.get("onnx")
+    if onnx is not None and onnx.supported:
+        return "ONNX Runtime (the default) or scikit-learn"
+    why = onnx.detail if onnx is not None and onnx.detail else "no ONNX model was stored"
+    return f"scikit-learn runtime only (ServingRuntime=sklearn): {why}"

@@ -68,6 +68,37 @@ class Comparison(BaseModel):
     metrics: dict[str, float]
 
 
+class FeatureImportance(BaseModel):
+    """How much the held-out score drops when one input column is shuffled (permutation importance)."""
+
+    feature: str
+    mean: float
+    std: float
+
+
+class HeldOutEvaluation(BaseModel):
+    """What the model report shows about a version without retraining it, computed at training time on the
+    held-out rows: a confusion matrix (classification) or a sample of (actual, predicted) pairs (regression),
+    and the permutation importance of each input column."""
+
+    rows: int
+    # Classification: counts, rows = true class, columns = predicted class, both in the order of `labels`.
+    labels: list[Label] | None = None
+    confusion: list[list[int]] | None = None
+    # Regression: a fixed-seed sample of held-out rows (at most a few hundred).
+    actual: list[float] | None = None
+    predicted: list[float] | None = None
+    importance_metric: str | None = None
+    importance_repeats: int = 0
+    importance_rows: int = 0
+    importance: list[FeatureImportance] = Field(default_factory=list)
+
+
+# Fields added after manifests were first written: left out of the stored JSON and of the checksum while unset,
+# so that every manifest written before them still verifies.
+ADDED_LATER = frozenset({"held_out"})
+
+
 class Manifest(BaseModel):
     schema_version: int = 1
     name: str
@@ -87,16 +118,21 @@ class Manifest(BaseModel):
     code_version: str | None = None
     training: dict[str, Any] = Field(default_factory=dict)
     compared_with: Comparison | None = None
+    held_out: HeldOutEvaluation | None = None
     artifacts: dict[str, str] = Field(default_factory=dict, description="file name → sha256")
     manifest_sha256: str | None = None
 
+    def _unset_later_fields(self) -> set[str]:
+        return {name for name in ADDED_LATER if getattr(self, name) is None}
+
     def body_sha256(self) -> str:
-        return sha256_hex(canonical_json(self.model_dump(mode="json", exclude={"manifest_sha256"})))
+        body = self.model_dump(mode="json", exclude={"manifest_sha256", *self._unset_later_fields()})
+        return sha256_hex(canonical_json(body))
 
     def sealed(self) -> bytes:
         """The bytes to store: the manifest with its own checksum filled in."""
         sealed = self.model_copy(update={"manifest_sha256": self.body_sha256()})
-        return canonical_json(sealed.model_dump(mode="json"))
+        return canonical_json(sealed.model_dump(mode="json", exclude=self._unset_later_fields()))
 
     @property
     def primary_metric(self) -> float:
