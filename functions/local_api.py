@@ -177,8 +177,10 @@ class InProcessLambdaRunner(LocalLambdaRunner):  # type: ignore[misc]  # samcli 
         function = self.get_function(function_identifier, tenant_id)
         request_id = str(uuid.uuid4())
         headers = None
+        payload = json.loads(event)
+        _fresh_api_request_id(payload)
         try:
-            response = self._invoke_function(function, json.loads(event), request_id, stderr, tenant_id)
+            response = self._invoke_function(function, payload, request_id, stderr, tenant_id)
         except LambdaTimeoutError as error:
             # Like a stopped container: no response at all, which LocalApigwService answers with a 502; the Lambda
             # service reports the timeout as an unhandled error.
@@ -326,6 +328,14 @@ class InProcessLambdaRunner(LocalLambdaRunner):  # type: ignore[misc]  # samcli 
             deadline=time.monotonic() + timeout_seconds,
             tenant_id=tenant_id,
         )
+
+
+def _fresh_api_request_id(event: Any) -> None:
+    """Give an API Gateway event a request id of its own. samcli 1.170.0 (samcli.local.events.api_event) takes
+    `requestContext.requestId` from a default argument evaluated once at import, so every request would share
+    one id, where API Gateway gives each request its own (replies and logs carry it)."""
+    if isinstance(event, dict) and isinstance(event.get("requestContext"), dict):
+        event["requestContext"]["requestId"] = str(uuid.uuid4())
 
 
 class LocalApi:

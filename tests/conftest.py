@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ import boto3
 import pytest
 import requests
 from moto import mock_aws
+from moto.s3 import responses as moto_s3_responses
 from moto.server import ThreadedMotoServer
 
 from sklambda import aws
@@ -39,6 +41,21 @@ os.environ.update(
     POWERTOOLS_METRICS_NAMESPACE="SklambdaTests",
     POWERTOOLS_SERVICE_NAME="tests",
 )
+
+
+# S3 evaluates If-Match / If-None-Match atomically with the write; moto 5.2.5's put_object checks the condition and
+# then writes without a lock, so two threads can both pass the check (seen: two run-lock winners). Serialising
+# moto's put_object gives the tests S3's guarantee; our code relies on S3's, not on this.
+_moto_put_object = moto_s3_responses.S3Response.put_object
+_moto_put_lock = threading.Lock()
+
+
+def _atomic_put_object(self: moto_s3_responses.S3Response) -> Any:
+    with _moto_put_lock:
+        return _moto_put_object(self)
+
+
+moto_s3_responses.S3Response.put_object = _atomic_put_object  # type: ignore[method-assign]
 
 
 def load_event(name: str) -> dict[str, Any]:

@@ -115,3 +115,11 @@ def test_a_body_that_is_not_utf8_is_a_400_not_a_gateway_error(api: LocalApi) -> 
     # Then the function answers 400 (SAM CLI's emulation alone would answer 502)
     assert refused.value.code == 400
     assert json.loads(refused.value.read())["error"].startswith("the body is not valid JSON")
+
+
+def test_each_request_gets_its_own_request_id(api: LocalApi) -> None:
+    # Given two identical predictions
+    first = request(api, "POST", "/predict", load_event("predict")["body"])[1]
+    second = request(api, "POST", "/predict", load_event("predict")["body"])[1]
+    # Then each reply names a request id of its own, as API Gateway gives
+    assert first["request_id"] != second["request_id"]
