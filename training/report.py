@@ -439,7 +439,7 @@ def _contract_table(manifest: Manifest) -> str:
                 _e(values),
             ]
         )
-    unknown = "accepted and ignored" if manifest.contract.allow_unknown_fields else "refused (400)"
+    unknown = "accepted and ignored" if manifest.contract.allow_unknown_fields else "refused (422)"
     classes = f" Classes: {_e(', '.join(map(str, manifest.classes)))}." if manifest.classes else ""
     return _table(["feature", "kind", "type", "nullable", "training range / categories"], rows) + _note(
         f"Target <code>{_e(manifest.target)}</code> ({_e(manifest.task)}).{classes} Requests with fields outside "
