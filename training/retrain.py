@@ -159,7 +159,7 @@ def _carry_out(context: RunContext, record: RunRecord, lease: Lease) -> None:
 
     champion_state = context.store.alias(context.name, context.alias)
     champion = context.store.manifest(context.name, champion_state.record.version) if champion_state else None
-    frame, _ = clean(table.frame, config.model.target)
+    frame, report = clean(table.frame, config.model.target)
 
     def load_champion() -> object:
         assert champion is not None
@@ -170,7 +170,7 @@ def _carry_out(context: RunContext, record: RunRecord, lease: Lease) -> None:
         raise DataRejected(problems)
     stage_done("validate")
 
-    trained = train(table, config, code_version=context.code_version)
+    trained = train(table, config, code_version=context.code_version, cleaned=(frame, report))
     stage_done("train")
     check_time_left(needed, context.limits, config.budget, "training", context.data_uri)
 
