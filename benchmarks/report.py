@@ -12,14 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-# How a row compares its value with its reference: a ratio (value / reference), a gap (value - reference),
-# a share (value / reference as a percentage), or nothing (the reference column explains itself).
-Comparison = Literal["ratio", "gap", "share", "none"]
 Verdict = Literal["met", "MISSED", ""]
 
 
 @dataclass(frozen=True)
 class Row:
+    """One line of the table: `comparison` is how `value` stands against `reference` (a ratio, a gap, a share)."""
+
     section: str
     subject: str
     value: str

@@ -286,33 +286,26 @@ def test_every_module_of_the_slimmed_layer_imports(layer: str, lambda_runtime: P
 
 
 @pytest.mark.usefixtures("fresh_build")
-def test_predict_bundle_serves_an_onnx_model(trained_store: Path, lambda_runtime: Path) -> None:
-    # Given the predict bundle, and a store with a model trained by `python -m training train`
+@pytest.mark.parametrize(
+    ("bundle", "runtime", "predictor"),
+    [(PREDICT_ONNX, "onnx", "OnnxPredictor"), (PREDICT_SKLEARN, "sklearn", "SklearnPredictor")],
+    ids=["onnx", "sklearn"],
+)
+def test_predict_bundle_serves_the_model_with_its_runtime(
+    trained_store: Path, lambda_runtime: Path, bundle: Bundle, runtime: str, predictor: str
+) -> None:
+    # Given the predict bundle as deployed with this ServingRuntime (its own layer), and a store with a model
+    # trained by `python -m training train`
     env = {**POWERTOOLS_ENV, "MODEL_STORE_URI": str(trained_store), "MODEL_NAME": "penguins"}
-    # When the handler self-tests v1 and answers events/predict.json, and load_version loads it for ONNX
-    result = probe("predict", bundle_paths(PREDICT_ONNX), lambda_runtime, "1", str(EVENTS / "predict.json"), env=env)
-    # Then ONNX Runtime serves it: the golden self-test passes and both rows get a class
-    assert result["runtime"] == "onnx"
+    env["SERVING_RUNTIME"] = runtime
+    # When the handler self-tests v1 and answers events/predict.json, and load_version loads it for the runtime
+    result = probe("predict", bundle_paths(bundle), lambda_runtime, "1", str(EVENTS / "predict.json"), env=env)
+    # Then the runtime serves it from the slimmed layer: the golden self-test passes and both rows get a class
+    assert result["runtime"] == runtime
     assert result["self_test"]["ok"], result["self_test"]
     assert result["status"] == 200, result["body"]
     assert len(result["body"]["predictions"]) == 2
-    assert result["loaded"] == {"version": 1, "runtime": "onnx", "predictor": "OnnxPredictor"}
-
-
-@pytest.mark.usefixtures("fresh_build")
-def test_predict_bundle_with_the_sklearn_runtime_serves_a_pipeline(trained_store: Path, lambda_runtime: Path) -> None:
-    # Given the predict bundle as deployed with ServingRuntime=sklearn, and the same store
-    env = {**POWERTOOLS_ENV, "MODEL_STORE_URI": str(trained_store), "MODEL_NAME": "penguins"}
-    env["SERVING_RUNTIME"] = "sklearn"
-    # When the handler self-tests v1 and answers events/predict.json, and load_version loads it for scikit-learn
-    result = probe("predict", bundle_paths(PREDICT_SKLEARN), lambda_runtime, "1", str(EVENTS / "predict.json"), env=env)
-    # Then scikit-learn serves the unpickled pipeline from the slimmed layer: the golden self-test passes and both
-    # rows get a class
-    assert result["runtime"] == "sklearn"
-    assert result["self_test"]["ok"], result["self_test"]
-    assert result["status"] == 200, result["body"]
-    assert len(result["body"]["predictions"]) == 2
-    assert result["loaded"] == {"version": 1, "runtime": "sklearn", "predictor": "SklearnPredictor"}
+    assert result["loaded"] == {"version": 1, "runtime": runtime, "predictor": predictor}
 
 
 @pytest.mark.usefixtures("fresh_build")
