@@ -30,7 +30,7 @@ help:
 	@echo "make serve        serve template.yaml's API routes locally, in-process (no Docker)"
 	@echo "make unit | integration | template | e2e   one test tier"
 	@echo "make report       write $(REPORT) (the model report of MODEL_STORE_URI) and $(REPORT_PNG) (its screenshot, headless Chromium)"
-	@echo "make bench        serving benchmark: handler vs bare model, batch and init vs their floors (prints ratios)"
+	@echo "make bench        sam build, then every benchmark in one table: sizes, init, warm latency, API load, retrain (README: Performance)"
 	@echo "make security     checkov on template.yaml (own venv .ci/.venv-checkov; every skip has its reason in Metadata)"
 	@echo "make build        sam build (no container; needs Python 3.12)"
 	@echo "make deploy       sam build && sam deploy --guided"
@@ -92,9 +92,10 @@ template: $(STAMP)
 e2e: $(STAMP)
 	$(PY) -m pytest -m e2e
 
-# Not a test: prints timings measured side by side and their ratios (benchmarks/serving.py says what and why).
-bench: $(STAMP)
-	$(PY) -m benchmarks.serving
+# Not a test: builds the bundles, then prints one table of sizes and timings measured side by side, with their
+# ratios and targets (benchmarks/__main__.py says what and why). ~5 minutes; QUICK=1 for a smoke run.
+bench: build
+	$(PY) -m benchmarks $(if $(QUICK),--quick)
 
 # The model report (one self-contained HTML file) of REPORT_MODEL in MODEL_STORE_URI, and a screenshot of it taken
 # by headless Chromium. A store without that model gets the sample model first: trained, then retrained once (a

@@ -1,9 +1,16 @@
-"""Slim a third-party Lambda layer safely, one measured step at a time; optionally compile .pyc.
+"""Build a third-party Lambda layer: install the pinned requirements for Lambda, slim the result safely, one
+measured step at a time, and optionally compile .pyc.
 
-Run by layers/serving/Makefile and layers/training/Makefile (sam build, BuildMethod: makefile) after
-`pip install --target <layer>/python`, with the same Python 3.12, stdlib only:
+Run by the layers' Makefiles (layers/serving, layers/serving-sklearn, layers/training; sam build, BuildMethod:
+makefile) with Python 3.12, stdlib only; the whole recipe is here, so the slim report's sha256 of this file says
+which recipe built a layer:
 
-    python3.12 layers/slim.py <layer>/python --requirements requirements.txt --report <file.json> [--compile]
+    python3.12 layers/slim.py <layer>/python --install --requirements requirements.txt --report <file.json> \
+        [--pyc none|all|imported --pyc-imports MODULE ...]
+
+--install runs `pip install --target <layer>/python` for Lambda (manylinux x86_64 wheels, CPython 3.12, no
+.pyc), resolving dependencies (no --no-deps), so pip still rejects pins that contradict each other; the check
+below then fails the build unless exactly the pinned distributions were installed.
 
 What it removes is what no import needs at run time (see STEPS). Everything else is checked, not assumed:
 - the installed distributions are exactly the pinned ones (no unpinned extras, no boto3/botocore from pip);
@@ -15,10 +22,13 @@ What it removes is what no import needs at run time (see STEPS). Everything else
 - no removed shared library is NEEDED by an ELF file left in the layer.
 The proof that the slimmed layers still do the real work is tests/build/test_bundles.py.
 
---compile writes .pyc next to the sources with `python -m compileall --invalidation-mode unchecked-hash`: /opt is
+--pyc writes .pyc next to the sources with `python -m compileall --invalidation-mode unchecked-hash`: /opt is
 read-only in Lambda, so Python cannot cache bytecode there, and the deployment zip does not keep mtimes exactly,
 so timestamp-checked .pyc would be stale; unchecked-hash .pyc are used without looking at the source at all (they
-are also byte-for-byte reproducible). They must be built by the runtime's Python version (3.12).
+are also byte-for-byte reproducible). They must be built by the runtime's Python version (3.12). `all` compiles
+every module; `imported` only the modules that importing --pyc-imports loads (measured in a fresh interpreter
+that sees only the layer): the modules a cold start needs get their .pyc, the rest of a large library does not
+cost the layer's size budget.
 """
 
 from __future__ import annotations
@@ -386,7 +396,8 @@ STEPS: tuple[tuple[str, Callable[[Path, Step], None]], ...] = (
 )
 
 
-def compile_pyc(site: Path, step: Step) -> None:
+def compile_pyc(site: Path, step: Step, files: list[Path] | None = None) -> None:
+    """Compile .pyc for every module under `site`, or only for `files`."""
     before = tree_bytes(site)
     command = [
         sys.executable,
@@ -401,13 +412,71 @@ def compile_pyc(site: Path, step: Step) -> None:
         str(site),
         "-p",
         LAMBDA_SITE,
-        str(site),
     ]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603 - no shell
+    with tempfile.NamedTemporaryFile("w", suffix=".txt") as listing:
+        if files is None:
+            command.append(str(site))
+        else:
+            listing.write("".join(f"{path}\n" for path in files))
+            listing.flush()
+            command += ["-i", listing.name]
+        result = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603 - no shell
     if result.returncode != 0:
         raise SystemExit(f"slim: compileall failed:\n{result.stdout}\n{result.stderr}")
     step.saved_bytes = before - tree_bytes(site)
     step.removed_files = -sum(1 for _ in site.rglob("*.pyc"))
+
+
+def imported_sources(site: Path, modules: list[str]) -> list[Path]:
+    """The source files under `site` that importing `modules` loads, in a fresh `python -I -S -B` that sees only
+    the layer (plus the standard library)."""
+    script = (
+        "import importlib, json, sys\n"
+        "site = sys.argv[1]\n"
+        "sys.path.insert(0, site)\n"
+        "for name in sys.argv[2:]:\n"
+        "    importlib.import_module(name)\n"
+        "files = [getattr(m, '__file__', None) for m in list(sys.modules.values())]\n"
+        "print(json.dumps(sorted({f for f in files if f and f.startswith(site) and f.endswith('.py')})))\n"
+    )
+    result = subprocess.run(  # noqa: S603 - our own interpreter and script, no shell
+        [sys.executable, "-I", "-S", "-B", "-c", script, str(site), *modules], capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"slim: importing {modules} from the layer failed:\n{result.stderr[-3000:]}")
+    return [Path(path) for path in json.loads(result.stdout.strip().splitlines()[-1])]
+
+
+def install(site: Path, requirements: Path) -> None:
+    """pip install the pinned requirements for Lambda (manylinux x86_64, CPython 3.12) into `site`."""
+    if site.exists():
+        shutil.rmtree(site)
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--no-compile",
+        "--only-binary=:all:",
+        "--platform",
+        "manylinux_2_28_x86_64",
+        "--platform",
+        "manylinux2014_x86_64",
+        "--python-version",
+        "3.12",
+        "--implementation",
+        "cp",
+        "--target",
+        str(site),
+        "--requirement",
+        str(requirements),
+        "--progress-bar",
+        "off",
+        "--disable-pip-version-check",
+        "--root-user-action=ignore",
+    ]
+    print("slim: " + " ".join(command), flush=True)
+    subprocess.run(command, check=True)  # noqa: S603 - our own interpreter, fixed arguments, no shell
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -427,15 +496,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("site", type=Path, help="the layer's python/ folder, as pip install --target made it")
     parser.add_argument("--requirements", type=Path, required=True, help="the pinned requirements pip installed")
     parser.add_argument("--report", type=Path, help="write the measurements here as JSON")
-    parser.add_argument("--compile", action="store_true", help="compile unchecked-hash .pyc after slimming")
+    parser.add_argument("--install", action="store_true", help="pip install the requirements into `site` first")
+    parser.add_argument(
+        "--pyc",
+        choices=("none", "all", "imported"),
+        default="none",
+        help="compile unchecked-hash .pyc after slimming: no module, every module, or those --pyc-imports load",
+    )
+    parser.add_argument("--pyc-imports", nargs="+", default=[], metavar="MODULE", help="with --pyc imported")
     args = parser.parse_args(argv)
     site: Path = args.site.resolve()
     if sys.version_info[:2] != (3, 12):
         raise SystemExit(f"slim: run me with Python 3.12 (the Lambda runtime), not {sys.version.split()[0]}")
-    if not site.is_dir():
-        raise SystemExit(f"slim: {site} is not a folder")
+    if (args.pyc == "imported") != bool(args.pyc_imports):
+        raise SystemExit("slim: --pyc imported needs --pyc-imports, and --pyc-imports needs --pyc imported")
 
     started = time.perf_counter()
+    if args.install:
+        install(site, args.requirements)
+    if not site.is_dir():
+        raise SystemExit(f"slim: {site} is not a folder")
     check_distributions(site, args.requirements)
     installed_bytes = tree_bytes(site)
     unresolved_before = unresolved_needed(site)
@@ -447,9 +527,15 @@ def main(argv: list[str] | None = None) -> int:
     if new := unresolved_needed(site) - unresolved_before:
         raise SystemExit(f"slim: slimming removed libraries still NEEDED by: {sorted(new)}")
     slimmed_bytes = tree_bytes(site)
-    if args.compile:
-        step = Step("compile .pyc (unchecked-hash)")
+    if args.pyc == "all":
+        step = Step("compile .pyc (unchecked-hash) for every module")
         compile_pyc(site, step)
+        steps.append(step)
+    elif args.pyc == "imported":
+        sources = imported_sources(site, args.pyc_imports)
+        step = Step(f"compile .pyc (unchecked-hash) for the {len(sources)} modules that importing these loads")
+        step.notes.append(" ".join(args.pyc_imports))
+        compile_pyc(site, step, sources)
         steps.append(step)
     final_bytes = tree_bytes(site)
 
@@ -458,7 +544,8 @@ def main(argv: list[str] | None = None) -> int:
         "python": sys.version.split()[0],
         "slim_py_sha256": file_sha256(Path(__file__)),
         "requirements_sha256": file_sha256(args.requirements),
-        "pyc": bool(args.compile),
+        "pyc": args.pyc,
+        "pyc_imports": args.pyc_imports,
         "installed_mib": round(installed_bytes / MiB, 2),
         "slimmed_mib": round(slimmed_bytes / MiB, 2),
         "final_mib": round(final_bytes / MiB, 2),

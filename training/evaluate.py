@@ -54,13 +54,15 @@ def primary_metric(config: TrainingConfig, task: Task) -> Metric:
 def evaluate(pipeline: Any, x: pd.DataFrame, y: pd.Series, task: Task) -> dict[str, float]:
     predictions = pipeline.predict(x)
     if task == "classification":
+        labels = pipeline.classes_
+        truth, predicted, classes = _as_codes(y, predictions, labels)
         scores = {
-            "accuracy": sk_metrics.accuracy_score(y, predictions),
-            "balanced_accuracy": sk_metrics.balanced_accuracy_score(y, predictions),
-            "f1_macro": sk_metrics.f1_score(y, predictions, average="macro"),
+            "accuracy": sk_metrics.accuracy_score(truth, predicted),
+            "balanced_accuracy": sk_metrics.balanced_accuracy_score(truth, predicted),
+            "f1_macro": sk_metrics.f1_score(truth, predicted, average="macro"),
         }
         if hasattr(pipeline, "predict_proba"):
-            scores["log_loss"] = sk_metrics.log_loss(y, pipeline.predict_proba(x), labels=pipeline.classes_)
+            scores["log_loss"] = sk_metrics.log_loss(truth, pipeline.predict_proba(x), labels=classes)
     else:
         scores = {
             "r2": sk_metrics.r2_score(y, predictions),
@@ -125,3 +127,16 @@ def held_out_evaluation(
             for name, mean, std in zip(x.columns, result.importances_mean, result.importances_std, strict=True)
         ]
     return summary
+def _as_codes(truth: pd.Series, predicted: Any, classes: Any) -> tuple[Any, Any, Any]:
+    """The labels as their positions in `classes` (the classifier's sorted classes, the order of predict_proba's
+    columns): the same scores, since these metrics depend on which rows agree, not on what the labels are, but
+    scikit-learn then sorts integers where it sorted label strings again for every metric (~0.3 s per evaluation
+    of 100 000 string labels). Labels outside `classes` (a class the model never saw) keep their own values."""
+    categories = pd.Index(classes)
+    if not categories.is_unique:
+        return truth, predicted, classes
+    truth_codes = categories.get_indexer(pd.Series(truth))
+    predicted_codes = categories.get_indexer(pd.Series(predicted))
+    if (truth_codes < 0).any() or (predicted_codes < 0).any():
+        return truth, predicted, classes
+    return truth_codes, predicted_codes, np.arange(len(categories))

@@ -36,7 +36,7 @@ from sklambda.serving import labels_to_json
 from sklambda.store import AliasState, ModelStore
 from training.config import TrainingConfig
 from training.convert import to_onnx
-from training.dataset import LoadedTable, clean, load_table
+from training.dataset import CleanReport, LoadedTable, clean, load_table
 from training.evaluate import evaluate, held_out_evaluation, primary_metric
 from training.features import infer_task, select_features
 from training.gate import case_checks, invariant_checks, metric_checks
@@ -88,13 +88,15 @@ def train(
     *,
     code_version: str | None = None,
     progress: Progress | None = None,
+    cleaned: tuple[pd.DataFrame, CleanReport] | None = None,
 ) -> TrainedModel:
-    """Stages 2-5 plus conversion, on a loaded table. Pure computation: no store, no AWS."""
+    """Stages 2-5 plus conversion, on a loaded table. Pure computation: no store, no AWS. `cleaned` is
+    `clean(table.frame, target)` when the caller has it already (a retrain run validates the cleaned table first)."""
     progress = progress or Progress()
     started = time.perf_counter()
     target = config.model.target
     with progress.step("prepare", "clean, task, features, held-out split") as step:
-        frame, report = clean(table.frame, target)
+        frame, report = cleaned if cleaned is not None else clean(table.frame, target)
         task = infer_task(frame[target], config.model.task)
         if task == "classification" and pd.api.types.is_float_dtype(frame[target]):
             frame[target] = frame[target].astype("int64")  # 0.0/1.0 read from a CSV with gaps

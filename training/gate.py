@@ -88,8 +88,19 @@ def _case_frame(instances: list[dict[str, Any]], contract: DataContract) -> pd.D
 
 
 def case_checks(pipeline: Any, contract: DataContract, cases: list[GateCase]) -> list[GateCheck]:
-    """Each must-hold case predicted by the challenger and compared with its expectation."""
+    """Each must-hold case predicted by the challenger and compared with its expectation. All cases are predicted
+    in one call (each prediction depends only on its own row): a pipeline call costs milliseconds however few its
+    rows, one per case added ~20 ms per case to every run."""
+    known = [case for case in cases if not set(case.instance) - set(contract.names)]
+    labels: list[Any] = []
+    probabilities: list[float] = []
+    if known:
+        encoded = encode_frame(_case_frame([case.instance for case in known], contract), contract)
+        labels = labels_to_json(pipeline.predict(encoded))
+        if any(case.min_probability is not None for case in known):
+            probabilities = _class_probabilities(pipeline, encoded, [case.expect for case in known])
     checks: list[GateCheck] = []
+    index = -1  # the case's row among the predicted ones
     for case in cases:
         unknown = sorted(set(case.instance) - set(contract.names))
         if unknown:
@@ -97,8 +108,8 @@ def case_checks(pipeline: Any, contract: DataContract, cases: list[GateCase]) ->
                 GateCheck(name=f"case: {case.name}", passed=False, detail=f"fields not in the model's input: {unknown}")
             )
             continue
-        encoded = encode_frame(_case_frame([case.instance], contract), contract)
-        label = labels_to_json(pipeline.predict(encoded))[0]
+        index += 1
+        label = labels[index]
         problems: list[str] = []
         if case.expect is not None and label != case.expect:
             problems.append(f"predicted {label!r}, expected {case.expect!r}")
@@ -110,7 +121,7 @@ def case_checks(pipeline: Any, contract: DataContract, cases: list[GateCase]) ->
                 problems.append(f"predicted {label!r}, expected between {low} and {high}")
         detail = f"predicted {label!r}"
         if case.min_probability is not None:
-            probability = _class_probability(pipeline, encoded, case.expect)
+            probability = probabilities[index]
             detail += f", p({case.expect!r}) = {probability:.3f}"
             if probability < case.min_probability:
                 problems.append(f"p({case.expect!r}) = {probability:.3f} < min_probability {case.min_probability}")
@@ -122,13 +133,16 @@ def case_checks(pipeline: Any, contract: DataContract, cases: list[GateCase]) ->
     return checks
 
 
-def _class_probability(pipeline: Any, encoded: pd.DataFrame, label: Any) -> float:
+def _class_probabilities(pipeline: Any, encoded: pd.DataFrame, expected: list[Any]) -> list[float]:
+    """For each row, the probability of the class it is expected to be (0 for a class the model does not know,
+    NaN for a model without probabilities)."""
     if not hasattr(pipeline, "predict_proba"):
-        return math.nan
+        return [math.nan] * len(expected)
     classes = labels_to_json(pipeline.classes_)
-    if label not in classes:
-        return 0.0
-    return float(pipeline.predict_proba(encoded)[0][classes.index(label)])
+    rows = pipeline.predict_proba(encoded)
+    return [
+        float(row[classes.index(label)]) if label in classes else 0.0 for row, label in zip(rows, expected, strict=True)
+    ]
 
 
 def probe_rows(contract: DataContract) -> pd.DataFrame:

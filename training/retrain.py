@@ -170,14 +170,14 @@ def _carry_out(context: RunContext, record: RunRecord, lease: Lease) -> None:
 
     against = f"against the contract of {context.alias} v{champion.version}" if champion else f"no {context.alias} yet"
     with progress.step("validate", against) as step:
-        frame, _ = clean(table.frame, config.model.target)
+        frame, report = clean(table.frame, config.model.target)
         problems, _champion_on_new_rows = validate_table(frame, config, champion, load_champion)
         step.done(f"{len(problems)} problem(s)" if problems else "no problems")
     if problems:
         raise DataRejected(problems)
     stage_done("validate")
 
-    trained = train(table, config, code_version=context.code_version, progress=progress)
+    trained = train(table, config, code_version=context.code_version, progress=progress, cleaned=(frame, report))
     stage_done("train")
     check_time_left(needed, context.limits, config.budget, "training", context.data_uri)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from sklambda.contract import MISSING_CATEGORY, canonical_category, encode_frame, frame_problems
+from sklambda.contract import MISSING_CATEGORY, canonical_categories, canonical_category, encode_frame, frame_problems
 from sklambda.manifest import Manifest
 from training.config import TrainingConfig
 from training.evaluate import evaluate
@@ -66,7 +66,7 @@ def validate_table(
     scored = frame
     if champion.task == "classification" and champion.classes is not None:
         # Rows of classes the champion never predicts cannot be scored (log_loss); their share is checked above.
-        scored = frame[_canonical(frame[target]).isin({canonical_category(c) for c in champion.classes})]
+        scored = frame[canonical_categories(frame[target]).isin({canonical_category(c) for c in champion.classes})]
     if len(scored) > CHAMPION_SAMPLE_ROWS:
         scored = scored.sample(CHAMPION_SAMPLE_ROWS, random_state=config.evaluation.random_state)
     if scored.empty:
@@ -93,12 +93,6 @@ def _metric_drop(champion: Manifest, on_new_rows: dict[str, float]) -> float | N
     return before - now if champion.metric.greater_is_better else now - before
 
 
-def _canonical(column: pd.Series) -> pd.Series:
-    """canonical_category of every value, computed once per distinct value (a million rows hold a handful)."""
-    mapping = {value: canonical_category(value) for value in column.dropna().unique().tolist()}
-    return column.map(mapping).fillna(MISSING_CATEGORY)
-
-
 def _drift(frame: pd.DataFrame, champion: Manifest, config: TrainingConfig) -> list[str]:
     settings = config.data
     total = len(frame)
@@ -109,7 +103,7 @@ def _drift(frame: pd.DataFrame, champion: Manifest, config: TrainingConfig) -> l
         column = frame[feature.name]
         if feature.kind == "categorical":
             allowed = set(feature.categories or ())
-            encoded = _canonical(column)
+            encoded = canonical_categories(column)
             unseen = encoded[(encoded != MISSING_CATEGORY) & ~encoded.isin(allowed)]
             if len(unseen) / total > settings.max_unseen_category_share:
                 examples = ", ".join(repr(value) for value in unseen.value_counts().index[:EXAMPLES])
@@ -134,7 +128,7 @@ def _drift(frame: pd.DataFrame, champion: Manifest, config: TrainingConfig) -> l
                     "saw it missing"
                 )
     if champion.task == "classification" and champion.classes is not None:
-        labels = _canonical(frame[champion.target])
+        labels = canonical_categories(frame[champion.target])
         known = {canonical_category(label) for label in champion.classes}
         new = labels[~labels.isin(known)]
         if len(new) / total > settings.max_unseen_category_share:

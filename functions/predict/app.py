@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -36,6 +36,7 @@ from sklambda.api import (
     request_bytes,
 )
 from sklambda.contract import ContractViolation
+from sklambda.emf import fast_metrics
 from sklambda.errors import ModelUnavailable, RequestError, SklambdaError
 from sklambda.openapi import build_spec
 from sklambda.serving import LoadedModel, ModelCache, load_version
@@ -43,7 +44,8 @@ from sklambda.settings import ServingSettings
 from sklambda.store import ModelStore
 
 logger = Logger()
-metrics = Metrics()
+# Powertools Metrics through a provider that costs ~15 us per request where Powertools' own costs ~45 (sklambda/emf.py).
+metrics = fast_metrics()
 # A request that records no metric of its own (e.g. GET /health) is normal here, not a mistake to warn about.
 warnings.filterwarnings("ignore", message="No application metrics to publish")
 settings = ServingSettings.from_env()

@@ -5,7 +5,8 @@ object on stdout. Driven by tests/build/test_bundles.py; not a test module itsel
 
 --path entries go first, in order (function code, then layers, as Lambda orders /var/task and /opt/python);
 --runtime last (what the Lambda runtime provides: boto3, botocore, ...). Checks:
-  predict        import the predict function, self-test and predict through ONNX (MODEL_* from the environment)
+  predict        import the predict function, self-test and predict with its runtime (MODEL_*, SERVING_RUNTIME
+                 from the environment)
   retrain        run the retrain function on a schedule event (DATA_URI, MODEL_STORE_URI from the environment)
   parquet FILE   read a Parquet file through training.dataset (fastparquet)
   imports PKG..  import every module of these packages (not tests, not __main__); report what fails
@@ -64,7 +65,7 @@ def check_predict(args: argparse.Namespace) -> dict[str, Any]:
     event = json.loads(Path(args.arg[1]).read_text())
     response = app.lambda_handler(event, context)
     manifest = app.store.manifest(app.settings.model_name, int(args.arg[0]))
-    loaded = load_version(app.store, manifest, "onnx")
+    loaded = load_version(app.store, manifest, app.settings.serving_runtime)
     return {
         "runtime": app.settings.serving_runtime,
         "self_test": self_test,

@@ -4,7 +4,7 @@ what the Lambda runtime provides: boto3, botocore...).
 
 Skipped unless .aws-sam/build is fresh (built after the last change of the layers' requirements and by the
 current layers/slim.py); .ci/check-bundles builds first and sets SKLAMBDA_REQUIRE_BUILD=1, which turns those skips
-into failures. `python tests/build/test_bundles.py` prints the sizes.
+into failures. `python -m benchmarks.bundles` prints the sizes.
 """
 
 from __future__ import annotations
@@ -15,42 +15,55 @@ import marshal
 import os
 import subprocess
 import sys
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from benchmarks.bundles import (
+    BUDGETS_MIB,
+    BUILD,
+    Bundle,
+    bundle_mib,
+    describe,
+    functions,
+    lambda_runtime_folder,
+    sys_path,
+)
+
 pytestmark = pytest.mark.build
 
 ROOT = Path(__file__).resolve().parents[2]
-BUILD = ROOT / ".aws-sam" / "build"
 SLIM = ROOT / "layers" / "slim.py"
 PROBE = Path(__file__).with_name("probe.py")
 EVENTS = ROOT / "events"
 PENGUINS_CSV = ROOT / "training" / "data" / "penguins.csv"
-MiB = 1 << 20
 
-# Unzipped size budgets in MiB for function + all its layers (issue 7); Lambda's hard limit is 250 MiB.
-# A future scikit-learn serving function (predict with the sklearn runtime) gets 230.
-BUDGETS_MIB = {
-    "AdminFunction": 125,
-    # The promotion guard: the admin function's layers (shared code + the serving dependencies' pydantic/Powertools).
-    "GuardFunction": 125,
-    "PredictFunction": 125,
-    "RetrainFunction": 230,
-}
-# Third-party layers built by layers/<name>/Makefile + layers/slim.py, and whether they ship .pyc (see the Makefiles).
+PREDICT_ONNX = Bundle("PredictFunction")
+PREDICT_SKLEARN = Bundle("PredictFunction", (("ServingRuntime", "sklearn"),))
+# Third-party layers built by layers/<name>/Makefile + layers/slim.py, and which .pyc they ship (see the Makefiles):
+# all, none, or those of the modules the layer's cold start imports.
 DEPS_LAYERS = {
-    "ServingDepsLayer": (ROOT / "layers" / "serving" / "requirements.txt", True),
-    "TrainingDepsLayer": (ROOT / "layers" / "training" / "requirements.txt", False),
+    "ServingDepsLayer": (ROOT / "layers" / "serving" / "requirements.txt", "all"),
+    "ServingSklearnDepsLayer": (ROOT / "layers" / "serving-sklearn" / "requirements.txt", "imported"),
+    "TrainingDepsLayer": (ROOT / "layers" / "training" / "requirements.txt", "none"),
 }
-# What the Lambda Python runtime provides on its own sys.path, after the layers.
-LAMBDA_RUNTIME_MODULES = ("boto3", "botocore", "s3transfer", "urllib3", "jmespath", "dateutil", "six")
 # Every module of these packages must import from the bundle, except these, which fail the same way in an
 # unslimmed install: an optional dependency that raises ImportError, Windows-only code, a non-Python .so.
 IMPORT_ALL = {
     "ServingDepsLayer": ("numpy", "onnxruntime", "aws_lambda_powertools", "pydantic", "pydantic_core", "orjson"),
+    "ServingSklearnDepsLayer": (
+        "numpy",
+        "scipy",
+        "sklearn",
+        "pandas",
+        "joblib",
+        "narwhals",
+        "aws_lambda_powertools",
+        "pydantic",
+        "pydantic_core",
+        "orjson",
+    ),
     "TrainingDepsLayer": (
         "numpy",
         "scipy",
@@ -74,6 +87,12 @@ KNOWN_IMPORT_FAILURES = {
     "joblib.externals.loky.backend._win_reduction": "Windows only",
     "onnxruntime.capi.libonnxruntime_providers_shared": "a shared library, not a Python module",
     "onnxruntime.tools.pytorch_export_contrib_ops": "needs PyTorch",
+}
+# Our own code as built (source folder -> where sam build put it): tests of a build older than the code are stale.
+OUR_CODE = {
+    ROOT / "layers" / "shared" / "sklambda": BUILD / "SharedCodeLayer" / "python" / "sklambda",
+    ROOT / "training": BUILD / "TrainingCodeLayer" / "python" / "training",
+    **{ROOT / "functions" / name: BUILD / f"{name.title()}Function" for name in ("predict", "retrain", "admin")},
 }
 REQUIRE_BUILD = os.environ.get("SKLAMBDA_REQUIRE_BUILD") == "1"
 POWERTOOLS_ENV = {"POWERTOOLS_SERVICE_NAME": "bundle-test", "POWERTOOLS_METRICS_NAMESPACE": "BundleTest"}
@@ -107,6 +126,15 @@ def stale_reason() -> str | None:
         if report["slim_py_sha256"] != sha256(SLIM):
             # `sam build --cached` (samconfig.toml) keys a layer on its own folder only, not on layers/slim.py.
             return f"{layer} was slimmed by another layers/slim.py: rebuild with `sam build --no-cached`"
+    for source, built in OUR_CODE.items():
+        changed = [
+            path.relative_to(ROOT)
+            for path in source.rglob("*.py")
+            if not (built / path.relative_to(source)).is_file()
+            or (built / path.relative_to(source)).read_bytes() != path.read_bytes()
+        ]
+        if changed:
+            return f"{changed[0]} changed after the last build: run `make build`"
     return None
 
 
@@ -119,76 +147,13 @@ def fresh_build() -> None:
         pytest.skip(reason)
 
 
-@cache
-def bundles() -> dict[str, list[Path]]:
-    """{function: [its code folder, then its layers' folders]} read from the built template."""
-    from samcli.yamlhelper import yaml_parse
-
-    template = yaml_parse((BUILD / "template.yaml").read_text())
-    resources = template["Resources"]
-    found = {}
-    for name, resource in resources.items():
-        if resource["Type"] != "AWS::Serverless::Function":
-            continue
-        properties = resource["Properties"]
-        layer_ids = [_chosen(layer, template) for layer in properties.get("Layers", [])]
-        layers = [BUILD / resources[layer]["Properties"]["ContentUri"] for layer in layer_ids]
-        found[name] = [BUILD / properties["CodeUri"], *layers]
-    return found
-
-
-def _chosen(layer: Any, template: dict[str, Any]) -> str:
-    """The layer a function gets with the template's default parameters (a `Fn::If` picks one of two)."""
-    if "Fn::If" in layer:
-        condition, when_true, when_false = layer["Fn::If"]
-        return _chosen(when_true if _condition(template["Conditions"][condition], template) else when_false, template)
-    return str(layer["Ref"])
-
-
-def _condition(expression: Any, template: dict[str, Any]) -> bool:
-    """Fn::Equals / Fn::Not / Condition over parameter defaults: what the template's conditions use."""
-    if "Fn::Equals" in expression:
-        left, right = (_value(item, template) for item in expression["Fn::Equals"])
-        return left == right
-    if "Fn::Not" in expression:
-        return not _condition(expression["Fn::Not"][0], template)
-    if "Condition" in expression:
-        return _condition(template["Conditions"][expression["Condition"]], template)
-    raise ValueError(f"unsupported condition {expression}")
-
-
-def _value(item: Any, template: dict[str, Any]) -> str:
-    if isinstance(item, dict) and "Ref" in item:
-        return str(template["Parameters"][item["Ref"]].get("Default"))
-    return str(item)
-
-
-def tree_bytes(path: Path) -> int:
-    return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
-
-
-def bundle_mib(function: str) -> float:
-    return sum(tree_bytes(folder) for folder in bundles()[function]) / MiB
-
-
-def site(folder: Path) -> Path:
-    """Where a folder's modules are on sys.path: a layer's python/ (-> /opt/python), a function's root."""
-    return folder / "python" if (folder / "python").is_dir() else folder
-
-
 # ------------------------------------------------------------------------------------------------ the probe
 
 
 @pytest.fixture(scope="module")
 def lambda_runtime(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder with only what the Lambda runtime provides (links into this virtual environment)."""
-    folder = tmp_path_factory.mktemp("lambda-runtime")
-    for name in LAMBDA_RUNTIME_MODULES:
-        spec = __import__(name)
-        source = Path(spec.__file__ or "")
-        target = source.parent if source.name == "__init__.py" else source
-        (folder / target.name).symlink_to(target)
-    return folder
+    return lambda_runtime_folder(tmp_path_factory.mktemp("lambda-runtime"))
 
 
 def probe(check: str, paths: list[Path], runtime: Path, *args: str, env: dict[str, str] | None = None) -> Any:
@@ -205,8 +170,8 @@ def probe(check: str, paths: list[Path], runtime: Path, *args: str, env: dict[st
     return result
 
 
-def bundle_paths(function: str) -> list[Path]:
-    return [site(folder) for folder in bundles()[function]]
+def bundle_paths(bundle: Bundle | str) -> list[Path]:
+    return sys_path(bundle if isinstance(bundle, Bundle) else Bundle(bundle))
 
 
 @pytest.fixture(scope="module")
@@ -227,23 +192,45 @@ def trained_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # ------------------------------------------------------------------------------------------------ tests
 
 
+def _label(bundle: Bundle) -> str:
+    return bundle.label
+
+
+BUNDLES = sorted(BUDGETS_MIB, key=_label)
+
+
 @pytest.mark.usefixtures("fresh_build")
 def test_every_function_has_a_budget() -> None:
     # Given the functions in the built template
     # When looking up their budgets
     # Then none is missing (a new function must state what it may weigh)
-    assert set(bundles()) - set(BUDGETS_MIB) == set()
+    assert set(functions()) - {bundle.function for bundle in BUDGETS_MIB} == set()
 
 
 @pytest.mark.usefixtures("fresh_build")
-@pytest.mark.parametrize("function", sorted(BUDGETS_MIB))
-def test_bundle_fits_its_budget(function: str) -> None:
-    # Given a function and its layers as built
+@pytest.mark.parametrize("bundle", BUNDLES, ids=_label)
+def test_bundle_fits_its_budget(bundle: Bundle) -> None:
+    # Given a function and the layers the template gives it with these parameters, as built
     # When adding up their files (the unzipped size Lambda counts)
-    size = bundle_mib(function)
+    size = bundle_mib(bundle)
     # Then it is within the budget
-    parts = ", ".join(f"{folder.name} {tree_bytes(folder) / MiB:.1f}" for folder in bundles()[function])
-    assert size <= BUDGETS_MIB[function], f"{function}: {size:.1f} MiB > {BUDGETS_MIB[function]} MiB ({parts})"
+    budget = BUDGETS_MIB[bundle]
+    assert size <= budget, f"{bundle.label}: {size:.1f} MiB > {budget} MiB ({describe(bundle)})"
+
+
+@pytest.mark.usefixtures("fresh_build")
+def test_the_sklearn_runtime_gets_its_own_layer() -> None:
+    # Given the predict function with each serving runtime
+    # When reading the layers the template attaches
+    onnx, sklearn = (bundle_paths(bundle) for bundle in (PREDICT_ONNX, PREDICT_SKLEARN))
+    # Then each gets its runtime's layer, and the sklearn one has no onnxruntime
+    assert BUILD / "ServingDepsLayer" / "python" in onnx
+    assert BUILD / "ServingSklearnDepsLayer" / "python" in sklearn
+    assert not (BUILD / "ServingSklearnDepsLayer" / "python" / "onnxruntime").exists()
+
+
+def _pyc(source: Path) -> Path:
+    return source.parent / "__pycache__" / f"{source.stem}.cpython-312.pyc"
 
 
 @pytest.mark.usefixtures("fresh_build")
@@ -251,16 +238,25 @@ def test_bundle_fits_its_budget(function: str) -> None:
 def test_layer_ships_pyc_as_decided(layer: str) -> None:
     # Given a third-party layer as built
     python = BUILD / layer / "python"
+    decided = DEPS_LAYERS[layer][1]
     sources = list(python.rglob("*.py"))
     compiled = list(python.rglob("*.cpython-312.pyc"))
-    if not DEPS_LAYERS[layer][1]:
+    assert slim_report(layer)["pyc"] == decided
+    if decided == "none":
         # Then a layer built without .pyc has none (nor any left by a test run)
         assert compiled == []
         return
-    # Then every source has its .pyc, unchecked-hash based (flags 0b01: valid whatever the mtimes after unzipping),
-    # recording its /opt/python path
-    missing = [s for s in sources if not (s.parent / "__pycache__" / f"{s.stem}.cpython-312.pyc").is_file()]
-    assert missing == [], f"{len(missing)} sources without .pyc, e.g. {missing[:3]}"
+    missing = [s for s in sources if not _pyc(s).is_file()]
+    if decided == "all":
+        # Then every source has its .pyc
+        assert missing == [], f"{len(missing)} sources without .pyc, e.g. {missing[:3]}"
+    else:
+        # Then the modules of the cold start have theirs (the Makefile's PYC_IMPORTS), and the rest do not
+        for module in ("numpy/__init__.py", "pandas/__init__.py", "sklearn/pipeline.py", "scipy/sparse/__init__.py"):
+            assert _pyc(python / module).is_file(), module
+        assert missing, "every module has a .pyc: was the layer built with --pyc all?"
+    # and they are unchecked-hash based (flags 0b01: valid whatever the mtimes after unzipping), recording their
+    # /opt/python path
     flags = {int.from_bytes(pyc.read_bytes()[4:8], "little") for pyc in compiled}
     assert flags == {0b01}
     code = marshal.loads((python / "numpy" / "__pycache__" / "__init__.cpython-312.pyc").read_bytes()[16:])
@@ -290,19 +286,26 @@ def test_every_module_of_the_slimmed_layer_imports(layer: str, lambda_runtime: P
 
 
 @pytest.mark.usefixtures("fresh_build")
-def test_predict_bundle_serves_an_onnx_model(trained_store: Path, lambda_runtime: Path) -> None:
-    # Given the predict bundle, and a store with a model trained by `python -m training train`
+@pytest.mark.parametrize(
+    ("bundle", "runtime", "predictor"),
+    [(PREDICT_ONNX, "onnx", "OnnxPredictor"), (PREDICT_SKLEARN, "sklearn", "SklearnPredictor")],
+    ids=["onnx", "sklearn"],
+)
+def test_predict_bundle_serves_the_model_with_its_runtime(
+    trained_store: Path, lambda_runtime: Path, bundle: Bundle, runtime: str, predictor: str
+) -> None:
+    # Given the predict bundle as deployed with this ServingRuntime (its own layer), and a store with a model
+    # trained by `python -m training train`
     env = {**POWERTOOLS_ENV, "MODEL_STORE_URI": str(trained_store), "MODEL_NAME": "penguins"}
-    # When the handler self-tests v1 and answers events/predict.json, and load_version loads it for ONNX
-    result = probe(
-        "predict", bundle_paths("PredictFunction"), lambda_runtime, "1", str(EVENTS / "predict.json"), env=env
-    )
-    # Then ONNX Runtime serves it: the golden self-test passes and both rows get a class
-    assert result["runtime"] == "onnx"
+    env["SERVING_RUNTIME"] = runtime
+    # When the handler self-tests v1 and answers events/predict.json, and load_version loads it for the runtime
+    result = probe("predict", bundle_paths(bundle), lambda_runtime, "1", str(EVENTS / "predict.json"), env=env)
+    # Then the runtime serves it from the slimmed layer: the golden self-test passes and both rows get a class
+    assert result["runtime"] == runtime
     assert result["self_test"]["ok"], result["self_test"]
     assert result["status"] == 200, result["body"]
     assert len(result["body"]["predictions"]) == 2
-    assert result["loaded"] == {"version": 1, "runtime": "onnx", "predictor": "OnnxPredictor"}
+    assert result["loaded"] == {"version": 1, "runtime": runtime, "predictor": predictor}
 
 
 @pytest.mark.usefixtures("fresh_build")
@@ -395,10 +398,3 @@ def test_retrain_bundle_reads_parquet(tmp_path: Path, lambda_runtime: Path) -> N
     result = probe("parquet", bundle_paths("RetrainFunction"), lambda_runtime, str(parquet))
     # Then every row is there
     assert result["rows"] == 344
-
-
-if __name__ == "__main__":
-    print(stale_reason() or "fresh build")
-    for function, folders in sorted(bundles().items()):
-        parts = ", ".join(f"{folder.name} {tree_bytes(folder) / MiB:.1f}" for folder in folders)
-        print(f"{function}: {bundle_mib(function):.1f} MiB of {BUDGETS_MIB.get(function)} ({parts})")

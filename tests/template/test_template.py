@@ -347,7 +347,7 @@ def test_unknown_fields_setting_defaults_to_the_contract(cfn: dict[str, Any], re
         ("SharedCodeLayer", "layers/shared", "python3.12"),
         ("ServingDepsLayer", "layers/serving", "makefile"),
         ("TrainingDepsLayer", "layers/training", "makefile"),
-        ("ServingSklearnDepsLayer", "layers/serving-sklearn", "python3.12"),
+        ("ServingSklearnDepsLayer", "layers/serving-sklearn", "makefile"),
         ("TrainingCodeLayer", "training", "makefile"),
     ],
 )

@@ -10,6 +10,7 @@ from sklambda.contract import (
     MISSING_CATEGORY,
     ContractViolation,
     DataContract,
+    canonical_categories,
     canonical_category,
     columns_from_records,
     derive_contract,
@@ -140,3 +141,26 @@ def test_encode_frame_matches_serving_encoding(contract: DataContract) -> None:
 )
 def test_canonical_category(value: object, expected: str) -> None:
     assert canonical_category(value) == expected
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["Biscoe", None, "Dream", "Biscoe", float("nan")],
+        [1, 2, None, 2],
+        [1.0, 2.5, float("nan"), 1.0],
+        [True, False, None, True],
+        [True, 1, 1.0, False, 0, None],  # equal as keys, different categories
+        [None, None],
+        ["a", 1, True],
+    ],
+)
+def test_canonical_categories_equal_canonical_category_value_by_value(values: list[object]) -> None:
+    # Given a column (object dtype, and the dtype pandas infers)
+    for column in (pd.Series(values, dtype=object), pd.Series(values)):
+        # When encoding it at once
+        encoded = canonical_categories(column)
+        # Then every value is encoded as canonical_category encodes it alone, in place
+        assert encoded.tolist() == [canonical_category(value) for value in column.tolist()]
+        assert encoded.index.equals(column.index)
+        assert encoded.dtype == object

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import fastparquet
@@ -9,15 +10,20 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.datasets import load_diabetes, load_wine
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, log_loss
+from sklearn.model_selection import train_test_split
 
+from sklambda.contract import encode_frame
 from sklambda.errors import ConfigError, DataError
 from sklambda.store import ModelStore
 from tests.conftest import PENGUINS_CSV
 from training.cli import main
 from training.config import load_config
 from training.dataset import clean, load_table
+from training.evaluate import evaluate
 from training.features import infer_task, select_features
 from training.flow import train
+from training.model import split
 
 pytestmark = pytest.mark.unit
 
@@ -181,3 +187,53 @@ def test_cli_trains_from_parquet(tmp_path: Path, capsys: pytest.CaptureFixture[s
     manifest = ModelStore.from_uri(str(tmp_path / "store")).manifest("penguins", 1)
     assert manifest.data.rows == 344
     assert manifest.data.uri == str(parquet)
+
+
+def _penguin_split() -> tuple[pd.DataFrame, pd.Series, pd.DataFrame, pd.Series]:
+    config = load_config()
+    frame, _ = clean(pd.read_csv(PENGUINS_CSV), "species")
+    features = select_features(frame, config)
+    parts = split(frame, features, "species", "classification", config)
+    return parts.x_train, parts.y_train, parts.x_test, parts.y_test
+
+
+def test_split_stratifies_exactly_as_by_the_labels() -> None:
+    # Given the sample data, split by the classes' positions (the training code)
+    x_train, _, x_test, _ = _penguin_split()
+    # When splitting it by the label strings themselves, as scikit-learn documents
+    config = load_config()
+    frame, _ = clean(pd.read_csv(PENGUINS_CSV), "species")
+    names = select_features(frame, config).names
+    by_labels = train_test_split(
+        frame[names], frame["species"], test_size=0.2, random_state=42, stratify=frame["species"]
+    )
+    # Then the rows on each side are the same, in the same order
+    assert x_train.index.tolist() == by_labels[0].index.tolist()
+    assert x_test.index.tolist() == by_labels[1].index.tolist()
+
+
+def test_evaluate_scores_as_scikit_learn_does_on_the_labels() -> None:
+    # Given a fitted pipeline and its held-out rows
+    trained = train(load_table(str(PENGUINS_CSV)), load_config())
+    x, y = encode_frame(trained.x_test, trained.manifest.contract), trained.y_test
+    # When evaluating it (on the labels' positions among the classes)
+    scores = evaluate(trained.pipeline, x, y, "classification")
+    # Then the scores are scikit-learn's on the labels themselves
+    predicted = trained.pipeline.predict(x)
+    expected = {
+        "accuracy": accuracy_score(y, predicted),
+        "balanced_accuracy": balanced_accuracy_score(y, predicted),
+        "f1_macro": f1_score(y, predicted, average="macro"),
+        "log_loss": log_loss(y, trained.pipeline.predict_proba(x), labels=trained.pipeline.classes_),
+    }
+    assert scores == {name: round(float(value), 6) for name, value in expected.items()}
+
+
+def test_evaluate_refuses_a_class_the_model_never_saw_as_before() -> None:
+    # Given held-out rows with a class the model never saw
+    trained = train(load_table(str(PENGUINS_CSV)), load_config())
+    x, y = encode_frame(trained.x_test, trained.manifest.contract), trained.y_test.copy()
+    y.iloc[0] = "Macaroni"
+    # When evaluating: then log_loss refuses it, as it does on the labels
+    with pytest.raises(ValueError, match=re.escape("y_true contains values {'Macaroni'} not belonging to the passed")):
+        evaluate(trained.pipeline, x, y, "classification")

@@ -1,4 +1,9 @@
-"""The only module that talks to AWS (boto3). Everything else receives the objects made here.
+"""The only module that talks to AWS (the AWS SDK for Python). Everything else receives the objects made here.
+
+Clients come from botocore, the SDK's core that boto3 wraps: `import boto3` also imports s3transfer and boto3's
+resource layer, which nothing here uses, and costs the predict function's cold start ~50 ms more (measured from
+the built bundle: benchmarks/cold_start.py). botocore reads the same configuration (AWS_ENDPOINT_URL(_S3),
+AWS_DEFAULT_REGION, the credential chain).
 
 A failing S3 must give a clear error inside the Lambda timeout (predict: 10 s), not a timeout. botocore retries
 by attempt count only, so its "standard" mode keeps deciding *whether* and *how long* to back off (throttling,
@@ -12,9 +17,9 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-import boto3
+import botocore.session
 import orjson
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
@@ -60,9 +65,16 @@ def _refuse_retry_past_deadline(
     return False if time.monotonic() + worst_next_attempt > deadline else None
 
 
+@functools.cache
+def _session() -> botocore.session.Session:
+    """One botocore session per process (it loads the SDK's endpoint and partition data once)."""
+    return botocore.session.get_session()
+
+
 def make_s3_client(**client_options: Any) -> S3Client:
     """An S3 client with bounded timeouts and retries that stop within RETRY_BUDGET_SECONDS."""
-    client = boto3.client("s3", config=_CLIENT_CONFIG, **client_options)
+    # botocore's stubs type every client as BaseClient; this one is S3's.
+    client = cast("S3Client", _session().create_client("s3", config=_CLIENT_CONFIG, **client_options))
     client.meta.events.register("before-call.s3", _start_retry_clock)
     # The stubs type handlers as returning None; botocore reads needs-retry handlers' return values.
     client.meta.events.register_first("needs-retry.s3", _refuse_retry_past_deadline)  # type: ignore[arg-type]
@@ -182,7 +194,9 @@ class S3Objects:
 @functools.cache
 def lambda_client() -> Any:
     # Read timeout covers a cold predict function loading and self-testing a model.
-    return boto3.client("lambda", config=Config(retries={"mode": "standard", "max_attempts": 2}, read_timeout=60))
+    return _session().create_client(
+        "lambda", config=Config(retries={"mode": "standard", "max_attempts": 2}, read_timeout=60)
+    )
 
 
 def invoke_json(function_name: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -217,7 +231,7 @@ def invoke_event(function_name: str, payload: dict[str, Any]) -> None:
 
 @functools.cache
 def sns_client() -> Any:
-    return boto3.client("sns", config=_CLIENT_CONFIG)
+    return _session().create_client("sns", config=_CLIENT_CONFIG)
 
 
 def publish_message(topic_arn: str, subject: str, message: dict[str, Any], attributes: dict[str, str]) -> str:

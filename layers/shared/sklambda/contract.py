@@ -114,6 +114,27 @@ def canonical_category(value: Any) -> str:
 
 # ---------------------------------------------------------------- training side (takes pandas objects)
 
+# Values that compare equal across these kinds (True == 1 == 1.0) but encode differently ("true" vs "1").
+_BOOLEANS = (bool, np.bool_)
+_NUMBERS = (int, float, np.integer, np.floating)
+
+
+def canonical_categories(column: pd.Series) -> pd.Series:
+    """canonical_category of every value of a column (missing values: MISSING_CATEGORY).
+
+    Computed once per distinct value (a million rows hold a handful of categories: value by value, 100 000 rows
+    took ~0.15 s a column), except in an object column mixing booleans with numbers, where distinct values are
+    not distinct categories: there, value by value."""
+    if column.dtype == object:
+        kinds = set(map(type, column.tolist()))
+        if any(issubclass(kind, _BOOLEANS) for kind in kinds) and any(
+            issubclass(kind, _NUMBERS) and not issubclass(kind, _BOOLEANS) for kind in kinds
+        ):
+            return column.map(canonical_category).astype(object)
+    codes, distinct = column.factorize()  # missing values get code -1: the last entry of the table
+    table = np.array([*map(canonical_category, distinct.tolist()), MISSING_CATEGORY], dtype=object)
+    return type(column)(table[codes], index=column.index, name=column.name, dtype=object)
+
 
 def derive_contract(
     frame: pd.DataFrame,
@@ -149,7 +170,7 @@ def derive_contract(
                 kind="categorical",
                 value_type=_value_type_of(present),
                 nullable=bool(column.isna().any()),
-                categories=sorted({canonical_category(value) for value in present.tolist()}),
+                categories=sorted(set(canonical_categories(present).tolist())),
             )
         )
     return DataContract(
@@ -178,7 +199,7 @@ def encode_frame(frame: pd.DataFrame, contract: DataContract) -> pd.DataFrame:
         if feature.kind == "numeric":
             encoded[feature.name] = encoded[feature.name].astype("float64")
         else:
-            encoded[feature.name] = encoded[feature.name].map(canonical_category).astype(object)
+            encoded[feature.name] = canonical_categories(encoded[feature.name]).astype(object)
     return encoded
 
 
@@ -377,7 +398,11 @@ class RequestValidator:
             if len(found) > problems:
                 return
         try:
-            wide = np.array(block, dtype=np.float64)  # (features, rows); null becomes NaN, which the imputer fills
+            if _NONE in kinds:
+                wide = np.array(block, dtype=np.float64)  # (features, rows); null becomes NaN, which the imputer fills
+            else:  # ints and floats only (checked above): fromiter reads them ~1.5x faster than np.array
+                count = len(block) * len(block[0])
+                wide = np.fromiter(chain.from_iterable(block), dtype=np.float64, count=count).reshape(len(block), -1)
         except OverflowError:  # an integer beyond float64 (orjson reads those as floats; Python callers may not)
             wide = np.array([[_float_or_inf(value) for value in column] for column in block], dtype=np.float64)
         # One test for infinities, NaN and numbers beyond the bound, before the cast to float32 (the model's input
