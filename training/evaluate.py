@@ -127,6 +127,8 @@ def held_out_evaluation(
             for name, mean, std in zip(x.columns, result.importances_mean, result.importances_std, strict=True)
         ]
     return summary
+
+
 def _as_codes(truth: pd.Series, predicted: Any, classes: Any) -> tuple[Any, Any, Any]:
     """The labels as their positions in `classes` (the classifier's sorted classes, the order of predict_proba's
     columns): the same scores, since these metrics depend on which rows agree, not on what the labels are, but
