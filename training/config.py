@@ -150,7 +150,7 @@ class BudgetSection(_Strict):
     would not fit in the time or memory it has is refused before training starts."""
 
     base_seconds: float = Field(default=1.0, ge=0)
-    seconds_per_million_cells: float = Field(default=4.5, ge=0)
+    seconds_per_million_cells: float = Field(default=2.0, ge=0)
     base_mb: float = Field(default=250.0, ge=0)
     mb_per_million_cells: float = Field(default=60.0, ge=0)
     # Estimates are multiplied by this before they are compared with what is left.
