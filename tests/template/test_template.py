@@ -549,3 +549,16 @@ def test_every_skipped_check_carries_its_reason(sam_template: dict[str, Any]) ->
         reasons = metadata.get("SkipReasons", {})
         assert set(skipped) == set(reasons), name
         assert all(len(str(reason)) > 20 for reason in reasons.values()), name
+
+
+def test_the_retrain_function_reads_the_configured_training_config(
+    cfn: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    # Given the TrainingConfig parameter (empty: the configuration shipped as training/config.toml)
+    assert cfn["Parameters"]["TrainingConfig"]["Default"] == ""
+    # Then the retrain function is told it, and the example configuration is an accepted value
+    env = resources["RetrainFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["TRAINING_CONFIG"] == {"Ref": "TrainingConfig"}
+    pattern = cfn["Parameters"]["TrainingConfig"]["AllowedPattern"]
+    assert re.fullmatch(pattern, "training/examples/forest_ratios.toml")
+    assert not re.fullmatch(pattern, "s3://bucket/config.toml")
