@@ -101,6 +101,15 @@ POWERTOOLS_ENV = {"POWERTOOLS_SERVICE_NAME": "bundle-test", "POWERTOOLS_METRICS_
 # ------------------------------------------------------------------------------------------------ the build
 
 
+def pinned_version(package: str) -> str:
+    """The version requirements.txt pins for a package: the bundle must ship what training and tests use."""
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        name, _, version = line.partition("==")
+        if name.strip().lower() == package:
+            return version.split(";")[0].strip()
+    raise AssertionError(f"{package} is not pinned in requirements.txt")
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -344,7 +353,7 @@ def test_retrain_bundle_trains_converts_and_publishes(tmp_path: Path, lambda_run
     assert runs[1]["outcome"]["champion"]["version"] == 1
     assert all(run["runtimes"] == {"onnx": True, "sklearn": True} for run in runs), runs
     assert runs[2]["estimator"].endswith("HistGradientBoostingClassifier"), runs[2]
-    assert runs[0]["libraries"]["scikit-learn"] == "1.9.1"
+    assert runs[0]["libraries"]["scikit-learn"] == pinned_version("scikit-learn")
 
 
 @pytest.mark.usefixtures("fresh_build")
