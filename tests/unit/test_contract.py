@@ -91,6 +91,21 @@ def test_missing_and_unknown_fields_are_listed(contract: DataContract) -> None:
     assert found == [(0, "sex", "missing field"), (1, "'colour'", "unknown field")]
 
 
+def test_a_missing_field_does_not_hide_the_problems_of_the_values_present(contract: DataContract) -> None:
+    # One reply names everything wrong, so a client fixes its request once, not field by field.
+    incomplete = row(mass="heavy", island="Atlantis")
+    del incomplete["sex"], incomplete["year"]
+    found = problems_of([incomplete, row(colour="red", year=None)], contract)
+    assert [(r, f, message.split(";")[0]) for r, f, message in found] == [
+        (0, "mass", "expected a number, got string 'heavy'"),
+        (0, "year", "missing field"),
+        (0, "island", "unknown category 'Atlantis'"),
+        (0, "sex", "missing field"),
+        (1, "'colour'", "unknown field"),
+        (1, "year", "must not be null"),
+    ]
+
+
 def test_unknown_fields_allowed_when_contract_says_so(contract: DataContract) -> None:
     relaxed = contract.model_copy(update={"allow_unknown_fields": True})
     assert set(columns_from_records([row(colour="red")], relaxed)) == {"mass", "year", "island", "sex"}

@@ -266,6 +266,7 @@ _FEW_ROWS = 16
 # for the problems that are reported (a request can have thousands).
 _VALUE = "\0"
 _Found = tuple[int | None, int, str | None, str, Any]
+_ABSENT = object()  # a field the row does not have (see RequestValidator.records)
 
 
 class RequestValidator:
@@ -313,10 +314,15 @@ class RequestValidator:
                 if type(row) is not dict
             )
         found = self._key_problems(rows)
-        if any(message == _MISSING_FIELD for _, _, _, message, _ in found):
-            self._raise(found)
-        # Only unknown fields: the values of the known ones can still be checked, so all is reported at once.
-        self._columns({name: list(map(getter, rows)) for name, getter in self._getters}, found)
+        # The values that are there are checked too, so one reply names every problem: a missing field stands in
+        # as a marker whose own problems are dropped.
+        values = {name: [row.get(name, _ABSENT) for row in rows] for name in self.names}
+        value_problems: list[_Found] = []
+        if self._numeric:
+            self._numeric_columns(values, {}, value_problems)
+        if self._categorical:
+            self._categorical_columns(values, {}, value_problems)
+        found.extend(problem for problem in value_problems if problem[4] is not _ABSENT)
         self._raise(found)
 
     def _record_values(self, rows: list[Any]) -> dict[str, list[Any]] | None:
