@@ -383,6 +383,18 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+PACKAGE_DIR = Path(__file__).parent
+# Written by training/Makefile when `sam build` packs the TrainingCodeLayer: the retrain Lambda has no checkout.
+STAMPED_VERSION_FILE = PACKAGE_DIR / "CODE_VERSION"
+
+
+def code_version() -> str | None:
+    """The commit this training code comes from: the version `sam build` stamped, else git in a checkout."""
+    if STAMPED_VERSION_FILE.is_file():
+        return STAMPED_VERSION_FILE.read_text().strip() or None
+    return git_version(PACKAGE_DIR)
+
+
 def git_version(path: Path) -> str | None:
     """The commit the training code comes from, when it runs from a git checkout."""
     try:

@@ -28,6 +28,7 @@ from sklambda.settings import RetrainSettings
 from sklambda.store import ModelStore
 from training.budget import Limits
 from training.config import load_config
+from training.flow import code_version
 from training.progress import Progress
 from training.retrain import RunContext, release_reservation, reserve_run, run_retrain
 
@@ -37,6 +38,8 @@ metrics = Metrics()
 warnings.filterwarnings("ignore", message="No application metrics to publish")
 settings = RetrainSettings.from_env()
 store = ModelStore.from_uri(settings.model_store_uri)
+# The training code's commit, recorded in every manifest this function publishes (lineage).
+CODE_VERSION = code_version()
 app = APIGatewayRestResolver(serializer=lambda body: orjson.dumps(body).decode())
 
 MAX_LISTED_RUNS = 100
@@ -72,6 +75,7 @@ def _run_context(context: LambdaContext) -> RunContext:
         serving_check=serving_check,
         limits=Limits.of_lambda(context),
         lock_seconds=settings.retrain_lock_seconds,
+        code_version=CODE_VERSION,
         notify=_notify,
         # A log line as each step starts and ends (load, validate, prepare, fit, evaluate, convert, gate,
         # publish, self-test), through this function's logger: a long run shows where it is.

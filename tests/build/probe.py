@@ -92,6 +92,7 @@ def check_retrain(args: argparse.Namespace) -> dict[str, Any]:
                 "runtimes": {name: support.supported for name, support in manifest.runtimes.items()},
                 "onnx_bytes": len(app.store.artifact(manifest, "model.onnx")),
                 "libraries": manifest.libraries,
+                "code_version": manifest.code_version,
             }
         )
     return {"runs": runs}

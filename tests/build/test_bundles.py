@@ -110,6 +110,12 @@ def pinned_version(package: str) -> str:
     raise AssertionError(f"{package} is not pinned in requirements.txt")
 
 
+def is_commit_of_this_checkout(commit: str) -> bool:
+    """HEAD or one of its ancestors (`sam build --cached` keeps an unchanged layer, with the commit it was built at)."""
+    ancestor = subprocess.run(["git", "-C", str(ROOT), "merge-base", "--is-ancestor", commit, "HEAD"], check=False)
+    return len(commit) == 12 and ancestor.returncode == 0
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -354,6 +360,10 @@ def test_retrain_bundle_trains_converts_and_publishes(tmp_path: Path, lambda_run
     assert all(run["runtimes"] == {"onnx": True, "sklearn": True} for run in runs), runs
     assert runs[2]["estimator"].endswith("HistGradientBoostingClassifier"), runs[2]
     assert runs[0]["libraries"]["scikit-learn"] == pinned_version("scikit-learn")
+    # and each manifest names the commit the build stamped into the training layer (no git inside Lambda)
+    stamped = (BUILD / "TrainingCodeLayer" / "python" / "training" / "CODE_VERSION").read_text().strip()
+    assert is_commit_of_this_checkout(stamped.removesuffix("-dirty")), stamped
+    assert {run["code_version"] for run in runs} == {stamped}
 
 
 @pytest.mark.usefixtures("fresh_build")

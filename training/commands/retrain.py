@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from sklambda.errors import SklambdaError
@@ -22,7 +21,7 @@ from training.commands.common import (
     who,
 )
 from training.config import load_config
-from training.flow import git_version
+from training.flow import code_version
 from training.progress import for_command
 from training.retrain import DEFAULT_LOCK_SECONDS, RunContext, run_retrain
 
@@ -77,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         serving_check=local_self_test(store, args.serving_runtime),
         limits=Limits(seconds_left=deadline, memory_mb=args.max_memory_mb),
         lock_seconds=args.lock_seconds,
-        code_version=git_version(Path(__file__).parent),
+        code_version=code_version(),
     )
     with for_command() as progress:
         record = run_retrain(replace(context, progress=progress), trigger="cli", by=who("python -m training retrain"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from sklambda.errors import SklambdaError
@@ -18,7 +17,7 @@ from training.commands.common import (
     who,
 )
 from training.config import load_config
-from training.flow import git_version, train_and_publish
+from training.flow import code_version, train_and_publish
 from training.progress import for_command
 
 
@@ -62,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
             alias=args.alias,
             serving_check=local_self_test(store, args.serving_runtime),
             promote=not args.no_promote,
-            code_version=git_version(Path(__file__).parent),
+            code_version=code_version(),
             progress=progress,
         )
     metrics = ", ".join(f"{name}={value}" for name, value in outcome.metrics.items())
