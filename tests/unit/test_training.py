@@ -17,6 +17,7 @@ from sklambda.contract import encode_frame
 from sklambda.errors import ConfigError, DataError
 from sklambda.store import ModelStore
 from tests.conftest import PENGUINS_CSV
+from training import flow
 from training.cli import main
 from training.config import load_config
 from training.dataset import clean, load_table
@@ -237,3 +238,21 @@ def test_evaluate_refuses_a_class_the_model_never_saw_as_before() -> None:
     # When evaluating: then log_loss refuses it, as it does on the labels
     with pytest.raises(ValueError, match=re.escape("y_true contains values {'Macaroni'} not belonging to the passed")):
         evaluate(trained.pipeline, x, y, "classification")
+
+
+def test_code_version_is_the_built_stamp_where_there_is_no_checkout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the training package as `sam build` packs it (outside any git checkout, CODE_VERSION beside it)
+    stamp = tmp_path / "CODE_VERSION"
+    stamp.write_text("0123456789ab\n")
+    monkeypatch.setattr(flow, "STAMPED_VERSION_FILE", stamp)
+    monkeypatch.setattr(flow, "PACKAGE_DIR", tmp_path)
+    # Then the stamp is the code version; without it, a folder outside git has none
+    assert flow.code_version() == "0123456789ab"
+    stamp.unlink()
+    assert flow.code_version() is None
+
+
+def test_code_version_in_a_checkout_is_its_commit() -> None:
+    assert re.fullmatch(r"[0-9a-f]{12}(-dirty)?", flow.code_version() or ""), flow.code_version()
