@@ -37,6 +37,8 @@ BUDGETS_MIB: dict[Bundle, int] = {
     Bundle("AdminFunction"): 125,
     # The promotion guard: the admin function's layers (shared code + the serving dependencies' pydantic/Powertools).
     Bundle("GuardFunction"): 125,
+    # The predict rollout's pre-traffic check: the same layers again.
+    Bundle("PredictPreTrafficFunction"): 125,
     Bundle("RetrainFunction"): 230,
 }
 

@@ -92,7 +92,11 @@ KNOWN_IMPORT_FAILURES = {
 OUR_CODE = {
     ROOT / "layers" / "shared" / "sklambda": BUILD / "SharedCodeLayer" / "python" / "sklambda",
     ROOT / "training": BUILD / "TrainingCodeLayer" / "python" / "training",
-    **{ROOT / "functions" / name: BUILD / f"{name.title()}Function" for name in ("predict", "retrain", "admin")},
+    **{
+        ROOT / "functions" / name: BUILD / f"{name.title()}Function"
+        for name in ("predict", "retrain", "admin", "guard")
+    },
+    ROOT / "functions" / "pretraffic": BUILD / "PredictPreTrafficFunction",
 }
 REQUIRE_BUILD = os.environ.get("SKLAMBDA_REQUIRE_BUILD") == "1"
 POWERTOOLS_ENV = {"POWERTOOLS_SERVICE_NAME": "bundle-test", "POWERTOOLS_METRICS_NAMESPACE": "BundleTest"}
@@ -298,6 +302,23 @@ def test_every_module_of_the_slimmed_layer_imports(layer: str, lambda_runtime: P
     unexpected = {name: error for name, error in result["broken"].items() if name not in KNOWN_IMPORT_FAILURES}
     assert unexpected == {}
     assert result["imported"] > 500
+
+
+@pytest.mark.usefixtures("fresh_build")
+@pytest.mark.parametrize("function", ["AdminFunction", "GuardFunction", "PredictPreTrafficFunction"])
+def test_the_handler_starts_inside_its_bundle(function: str, tmp_path: Path, lambda_runtime: Path) -> None:
+    # Given a function that the other build tests do not run, with its bundle alone on sys.path
+    env = {
+        **POWERTOOLS_ENV,
+        "MODEL_STORE_URI": str(tmp_path / "store"),
+        "MODEL_NAME": "penguins",
+        "PREDICT_VERSION": "arn:aws:lambda:us-east-1:123456789012:function:sklambda-PredictFunction:1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    # When its handler module is imported as Lambda does at a cold start
+    result = probe("importtime", bundle_paths(function), lambda_runtime, "app", env=env)
+    # Then it loads, from the bundle and the runtime alone (the probe checks both)
+    assert result["ms"] > 0
 
 
 @pytest.mark.usefixtures("fresh_build")

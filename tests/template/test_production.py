@@ -26,7 +26,7 @@ pytestmark = pytest.mark.template
 
 SERVING_ALARMS = ["Predict5xxAlarm", "PredictLatencyAlarm", "PredictErrorsAlarm", "ModelLoadRefusedAlarm"]
 ALL_ALARMS = [*SERVING_ALARMS, "RetrainFailedAlarm", "RetrainDeadLettersAlarm", "GuardFailedAlarm"]
-FUNCTIONS = ["PredictFunction", "RetrainFunction", "AdminFunction", "GuardFunction"]
+FUNCTIONS = ["PredictFunction", "RetrainFunction", "AdminFunction", "GuardFunction", "PredictPreTrafficFunction"]
 PREDICTION_ROUTES = [("/predict", "post"), ("/model", "get"), ("/openapi.json", "get")]
 BUCKET = "arn:aws:s3:::model-bucket"
 BASIC_LOGGING = "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
@@ -171,6 +171,15 @@ def test_each_role_allows_exactly_what_its_function_needs(cfn: dict[str, Any]) -
         "sns:Publish": {"Ref:AlarmTopic"},
         "sqs:SendMessage": {"GetAtt:GuardFunctionEventInvokeConfigOnFailureQueue.Arn"},
     }
+    assert allowed(role_of(resources, "PredictPreTrafficFunction")) == {
+        "s3:GetObject": {models},
+        "s3:ListBucket": {BUCKET},
+        "lambda:InvokeFunction": {"arn:aws:lambda:us-east-1:123456789012:function:sklambda-PredictFunction:*"},
+        "codedeploy:PutLifecycleEventHookExecutionStatus": {
+            "arn:aws:codedeploy:us-east-1:123456789012:deploymentgroup:"
+            "${ServerlessDeploymentApplication}/${PredictFunctionDeploymentGroup}"
+        },
+    }
 
 
 def test_no_role_deletes_or_uses_wildcard_actions(cfn: dict[str, Any]) -> None:
@@ -210,8 +219,25 @@ def test_codedeploy_role_may_move_only_the_predict_alias(cfn: dict[str, Any]) ->
         "lambda:UpdateAlias": {function, f"{function}:*"},
         "lambda:GetProvisionedConcurrencyConfig": {function, f"{function}:*"},
         "cloudwatch:DescribeAlarms": {"*"},
+        # and runs the pre-traffic check, which has this fixed name
+        "lambda:InvokeFunction": {"arn:aws:lambda:us-east-1:123456789012:function:sklambda-pretraffic"},
     }
     assert "ManagedPolicyArns" not in role["Properties"]
+    assert resources["PredictPreTrafficFunction"]["Properties"]["FunctionName"] == {
+        "Fn::Sub": "${AWS::StackName}-pretraffic"
+    }
+
+
+def test_no_traffic_reaches_a_new_predict_version_before_the_pre_traffic_check_passes(cfn: dict[str, Any]) -> None:
+    # Given the `live` alias API Gateway calls
+    resources = cfn["Resources"]
+    update = resources["PredictFunctionAliaslive"]["UpdatePolicy"]["CodeDeployLambdaAliasUpdate"]
+    # Then CodeDeploy runs the check before it moves any traffic, and the check calls the version being deployed
+    assert update["BeforeAllowTrafficHook"] == {"Ref": "PredictPreTrafficFunction"}
+    assert update["DeploymentGroupName"] == {"Ref": "PredictFunctionDeploymentGroup"}
+    variables = resources["PredictPreTrafficFunction"]["Properties"]["Environment"]["Variables"]
+    version = resources["PredictFunctionAliaslive"]["Properties"]["FunctionVersion"]
+    assert variables["PREDICT_VERSION"] == {"Ref": version["Fn::GetAtt"][0]}
 
 
 # ------------------------------------------------------------------------------------------- storage

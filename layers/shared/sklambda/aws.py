@@ -248,3 +248,21 @@ def publish_message(topic_arn: str, subject: str, message: dict[str, Any], attri
     except (ClientError, BotoCoreError) as error:
         raise StoreUnavailable(f"publishing to {topic_arn} failed: {error}") from error
     return str(response["MessageId"])
+
+
+@functools.cache
+def codedeploy_client() -> Any:
+    return _session().create_client("codedeploy", config=_CLIENT_CONFIG)
+
+
+def report_hook_status(deployment_id: str, execution_id: str, *, passed: bool) -> None:
+    """Tell CodeDeploy how a lifecycle hook (here: the predict rollout's pre-traffic check) ended; without this
+    call the deployment waits for the hook's timeout and then fails."""
+    try:
+        codedeploy_client().put_lifecycle_event_hook_execution_status(
+            deploymentId=deployment_id,
+            lifecycleEventHookExecutionId=execution_id,
+            status="Succeeded" if passed else "Failed",
+        )
+    except (ClientError, BotoCoreError) as error:
+        raise StoreUnavailable(f"reporting the hook status to CodeDeploy failed: {error}") from error

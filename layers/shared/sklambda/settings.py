@@ -72,6 +72,12 @@ class GuardSettings(StoreSettings):
         return value or None
 
 
+class RolloutCheckSettings(StoreSettings):
+    # The new version of the predict function a rollout is about to send traffic to (its ARN with the version:
+    # the template passes PredictFunction.Version), called directly by the pre-traffic check.
+    predict_version: str = Field(min_length=1)
+
+
 class RetrainSettings(StoreSettings):
     # Where the retrain function reads its training data: s3://bucket/prefix/ (all CSV/Parquet under it),
     # one object, or a local path.
