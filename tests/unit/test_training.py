@@ -9,14 +9,21 @@ import fastparquet
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.compose import make_column_transformer
 from sklearn.datasets import load_diabetes, load_wine
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, log_loss
+from sklearn.inspection import permutation_importance
+from sklearn.linear_model import Ridge
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, log_loss, make_scorer
 from sklearn.model_selection import train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder
 
 from sklambda.contract import encode_frame
 from sklambda.errors import ConfigError, DataError
+from sklambda.manifest import Metric
 from sklambda.store import ModelStore
 from tests.conftest import PENGUINS_CSV
+from training import evaluate as evaluate_module
 from training import flow
 from training.cli import main
 from training.config import load_config
@@ -256,3 +263,31 @@ def test_code_version_is_the_built_stamp_where_there_is_no_checkout(
 
 def test_code_version_in_a_checkout_is_its_commit() -> None:
     assert re.fullmatch(r"[0-9a-f]{12}(-dirty)?", flow.code_version() or ""), flow.code_version()
+
+
+@pytest.mark.parametrize(
+    ("task", "metric_name"), [("classification", "accuracy"), ("classification", "log_loss"), ("regression", "rmse")]
+)
+def test_permutation_importances_equal_scikit_learns(task: str, metric_name: str) -> None:
+    # Given a fitted pipeline with categorical and numeric inputs, and its held-out rows
+    if task == "classification":
+        trained = train(load_table(str(PENGUINS_CSV)), load_config(None))
+        pipeline, x, y = trained.pipeline, encode_frame(trained.x_test, trained.manifest.contract), trained.y_test
+    else:
+        data = load_diabetes(as_frame=True)
+        frame = data.frame.assign(sex=np.where(data.frame["sex"] > 0, "a", "b"))
+        x, y = frame.drop(columns="target"), frame["target"]
+        pipeline = make_pipeline(
+            make_column_transformer((OneHotEncoder(), ["sex"]), remainder="passthrough"), Ridge()
+        ).fit(x[:300], y[:300])
+        x, y = x[300:], y[300:]
+    metric = Metric(name=metric_name, greater_is_better=metric_name == "accuracy")
+    function, response = evaluate_module._metric_function(metric, getattr(pipeline, "classes_", None))
+    scorer = make_scorer(function, response_method=response, greater_is_better=metric.greater_is_better)
+    # When both compute it with the same seed
+    expected = permutation_importance(pipeline, x, y, scoring=scorer, n_repeats=4, random_state=7)
+    means, stds = evaluate_module.permutation_importances(pipeline, x, y, metric, repeats=4, random_state=7)
+    # Then they agree: same permutations, same scores (ours only batches the pipeline calls)
+    np.testing.assert_allclose(means, expected.importances_mean, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(stds, expected.importances_std, rtol=1e-9, atol=1e-12)
+    assert np.abs(means).max() > 0
