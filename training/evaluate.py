@@ -99,9 +99,21 @@ def permutation_importances(
     Written here because scikit-learn calls the pipeline once per column and repeat, and a pipeline has a fixed
     cost per call (the sample's ColumnTransformer ~3 ms, a 100-tree forest more): that made importance a third of
     a retrain. Here every permuted copy goes through the pipeline in a few large calls instead."""
-    function, response = _metric_function(metric, getattr(pipeline, "classes_", None))
+    # Classification is scored on label codes, as in evaluate(): the same scores, without sorting label strings
+    # for every one of them (a predicted label is always one of the classifier's classes).
+    classes = getattr(pipeline, "classes_", None)
+    index = pd.Index(classes if classes is not None else [])
+    by_code = classes is not None and index.is_unique and bool((index.get_indexer(y) >= 0).all())
+    truth = index.get_indexer(y) if by_code else y
+    function, response = _metric_function(metric, np.arange(len(index)) if by_code else classes)
     sign = 1.0 if metric.greater_is_better else -1.0
-    baseline = sign * function(y, getattr(pipeline, response)(x))
+
+    def score(output: Any) -> float:
+        if by_code and response == "predict":
+            output = index.get_indexer(pd.Series(output))
+        return float(sign * function(truth, output))
+
+    baseline = score(getattr(pipeline, response)(x))
     # scikit-learn's permutations: one seed drawn from random_state; each column starts from it and shuffles
     # the already shuffled column again at each repeat.
     seed = np.random.RandomState(random_state).randint(np.iinfo(np.int32).max + 1)
@@ -115,11 +127,12 @@ def permutation_importances(
             column = column.iloc[order].set_axis(x.index)
             copies.append(x.assign(**{name: column}))
     outputs: list[Any] = []
-    for start in range(0, len(copies), max(1, IMPORTANCE_BATCH_ROWS // len(x))):
-        batch = copies[start : start + max(1, IMPORTANCE_BATCH_ROWS // len(x))]
+    per_call = max(1, IMPORTANCE_BATCH_ROWS // len(x))
+    for start in range(0, len(copies), per_call):
+        batch = copies[start : start + per_call]
         predicted = getattr(pipeline, response)(pd.concat(batch, ignore_index=True))
         outputs.extend(np.split(np.asarray(predicted), len(batch)))
-    scores = np.array([sign * function(y, output) for output in outputs]).reshape(x.shape[1], repeats)
+    scores = np.array([score(output) for output in outputs]).reshape(x.shape[1], repeats)
     importances = baseline - scores
     return importances.mean(axis=1), importances.std(axis=1)
 
@@ -132,7 +145,8 @@ def held_out_evaluation(
     summary = HeldOutEvaluation(rows=len(x))
     if task == "classification" and len(pipeline.classes_) <= MAX_CONFUSION_CLASSES:
         labels = pipeline.classes_
-        matrix = sk_metrics.confusion_matrix(y, predictions, labels=labels)
+        truth, predicted, label_codes = _as_codes(y, predictions, labels)
+        matrix = sk_metrics.confusion_matrix(truth, predicted, labels=label_codes)
         summary.labels = labels_to_json(np.asarray(labels))
         summary.confusion = matrix.astype(int).tolist()
     elif task == "regression":
