@@ -316,12 +316,8 @@ class RequestValidator:
         found = self._key_problems(rows)
         # The values that are there are checked too, so one reply names every problem: a missing field stands in
         # as a marker whose own problems are dropped.
-        values = {name: [row.get(name, _ABSENT) for row in rows] for name in self.names}
         value_problems: list[_Found] = []
-        if self._numeric:
-            self._numeric_columns(values, {}, value_problems)
-        if self._categorical:
-            self._categorical_columns(values, {}, value_problems)
+        self._converted({name: [row.get(name, _ABSENT) for row in rows] for name in self.names}, value_problems)
         found.extend(problem for problem in value_problems if problem[4] is not _ABSENT)
         self._raise(found)
 
@@ -374,17 +370,22 @@ class RequestValidator:
 
     # ------------------------------------------------------------ values
 
-    def _columns(self, values: dict[str, list[Any]], found: list[_Found] | None = None) -> Columns:
+    def _columns(self, values: dict[str, list[Any]]) -> Columns:
         """The model's input columns (float32 for numbers, object for categories, each of shape (rows, 1)),
         keyed by feature name; raises ContractViolation with every problem found."""
-        found = [] if found is None else found
+        found: list[_Found] = []
+        columns = self._converted(values, found)
+        if found:
+            self._raise(found)
+        return columns
+
+    def _converted(self, values: dict[str, list[Any]], found: list[_Found]) -> Columns:
+        """The columns whose values are valid; the problems of the others are added to `found`."""
         columns: Columns = {}
         if self._numeric:
             self._numeric_columns(values, columns, found)
         if self._categorical:
             self._categorical_columns(values, columns, found)
-        if found:
-            self._raise(found)
         return columns
 
     def _numeric_columns(self, values: dict[str, list[Any]], columns: Columns, found: list[_Found]) -> None:
