@@ -30,6 +30,7 @@ from benchmarks.bundles import (
     lambda_runtime_folder,
     sys_path,
 )
+from tests.unit.test_requirements import normalise, pins, read_requirements
 
 pytestmark = pytest.mark.build
 
@@ -107,11 +108,7 @@ POWERTOOLS_ENV = {"POWERTOOLS_SERVICE_NAME": "bundle-test", "POWERTOOLS_METRICS_
 
 def pinned_version(package: str) -> str:
     """The version requirements.txt pins for a package: the bundle must ship what training and tests use."""
-    for line in (ROOT / "requirements.txt").read_text().splitlines():
-        name, _, version = line.partition("==")
-        if name.strip().lower() == package:
-            return version.split(";")[0].strip()
-    raise AssertionError(f"{package} is not pinned in requirements.txt")
+    return pins(read_requirements(ROOT / "requirements.txt"))[normalise(package)].removeprefix("==")
 
 
 def is_commit_of_this_checkout(commit: str) -> bool:
