@@ -53,8 +53,9 @@ def primary_metric(config: TrainingConfig, task: Task) -> Metric:
     return Metric(name=name, greater_is_better=GREATER_IS_BETTER[name])
 
 
-def evaluate(pipeline: Any, x: pd.DataFrame, y: pd.Series, task: Task) -> dict[str, float]:
-    predictions = pipeline.predict(x)
+def evaluate(pipeline: Any, x: pd.DataFrame, y: pd.Series, task: Task, predictions: Any = None) -> dict[str, float]:
+    """Every metric of the task on (`x`, `y`); `predictions`, when given, are the pipeline's on `x`."""
+    predictions = pipeline.predict(x) if predictions is None else predictions
     if task == "classification":
         labels = pipeline.classes_
         truth, predicted, classes = _as_codes(y, predictions, labels)
@@ -138,10 +139,17 @@ def permutation_importances(
 
 
 def held_out_evaluation(
-    pipeline: Any, x: pd.DataFrame, y: pd.Series, task: Task, metric: Metric, settings: EvaluationSection
+    pipeline: Any,
+    x: pd.DataFrame,
+    y: pd.Series,
+    task: Task,
+    metric: Metric,
+    settings: EvaluationSection,
+    predictions: Any = None,
 ) -> HeldOutEvaluation:
-    """What the model report plots, on the held-out rows (`x` encoded as the model takes it)."""
-    predictions = pipeline.predict(x)
+    """What the model report plots, on the held-out rows (`x` encoded as the model takes it); `predictions`,
+    when given, are the pipeline's on `x`."""
+    predictions = pipeline.predict(x) if predictions is None else predictions
     summary = HeldOutEvaluation(rows=len(x))
     if task == "classification" and len(pipeline.classes_) <= MAX_CONFUSION_CLASSES:
         labels = pipeline.classes_

@@ -125,8 +125,9 @@ def train(
         contract = contract.model_copy(update={"classes": classes})
     with progress.step("evaluate", f"{len(parts.x_test):,} held-out rows, feature importance") as step:
         x_test = encode_frame(parts.x_test, contract)
-        metrics = evaluate(pipeline, x_test, parts.y_test, task)
-        held_out = held_out_evaluation(pipeline, x_test, parts.y_test, task, metric, config.evaluation)
+        predictions = pipeline.predict(x_test)  # once, for the metrics and the report's summaries
+        metrics = evaluate(pipeline, x_test, parts.y_test, task, predictions)
+        held_out = held_out_evaluation(pipeline, x_test, parts.y_test, task, metric, config.evaluation, predictions)
         golden = golden_sample(pipeline, parts.x_test, contract, config.evaluation.golden_rows)
         step.done(f"{metric.name}={metrics.get(metric.name)} on {len(parts.x_test):,} held-out rows")
     with progress.step("convert", "to ONNX (skl2onnx)") as step:
