@@ -397,7 +397,8 @@ def code_version() -> str | None:
 
 
 def git_version(path: Path) -> str | None:
-    """The commit the training code comes from, when it runs from a git checkout."""
+    """The commit the training code comes from, when it runs from a git checkout (training/Makefile stamps the
+    same string into the built layer)."""
     try:
         result = subprocess.run(  # noqa: S603 - fixed arguments, no shell
             ["git", "-C", str(path), "rev-parse", "--short=12", "HEAD"],  # noqa: S607
