@@ -30,7 +30,7 @@ help:
 	@echo "make serve        serve template.yaml's API routes locally, in-process (no Docker)"
 	@echo "make unit | integration | template | e2e   one test tier"
 	@echo "make report       write $(REPORT) (the model report of MODEL_STORE_URI) and $(REPORT_PNG) (its screenshot, headless Chromium)"
-	@echo "make bench        sam build, then every benchmark in one table: sizes, init, warm latency, API load, retrain (README: Performance)"
+	@echo "make bench        sam build, then every benchmark in one table: sizes, init, warm latency, API load, retrain (docs/performance.md)"
 	@echo "make security     checkov on template.yaml (own venv .ci/.venv-checkov; every skip has its reason in Metadata)"
 	@echo "make build        sam build (no container; needs Python 3.12)"
 	@echo "make deploy       sam build && sam deploy --guided"

@@ -4,7 +4,7 @@ forest over a wide synthetic table (20,000 rows x 60 numeric columns).
 
     .venv/bin/python -m benchmarks.importance_cost [--repeats 3]
 
-Prints one line per model: seconds without, with, and the difference (README: "Model report").
+Prints one line per model: seconds without, with, and the difference (docs/training.md: "Model report").
 """
 
 from __future__ import annotations

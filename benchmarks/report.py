@@ -66,7 +66,7 @@ HEADERS = Row("section", "subject", "measured", "reference", "vs reference", "ta
 
 
 def render(rows: list[Row]) -> str:
-    """A Markdown table (what README.md's Performance section pastes), aligned for the terminal too."""
+    """A Markdown table (what docs/performance.md pastes), aligned for the terminal too."""
     table = [HEADERS, *rows]
     cells = [[r.section, r.subject, r.value, r.reference, r.comparison, r.target, r.verdict] for r in table]
     widths = [max(len(row[i]) for row in cells) for i in range(len(HEADERS.__dataclass_fields__))]

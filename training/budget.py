@@ -54,7 +54,7 @@ class Estimate:
 
 
 def estimate(rows: int, columns: int, budget: BudgetSection) -> Estimate:
-    """Linear in cells (rows x columns): what the benchmark measured for the sample pipeline (see README)."""
+    """Linear in cells (rows x columns): as measured for the sample pipeline (see docs/retraining.md)."""
     cells = rows * columns / 1e6
     return Estimate(
         rows=rows,

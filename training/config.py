@@ -58,7 +58,7 @@ class PipelineSection(_Strict):
     or Pipeline that does its own preprocessing (the standard preprocessing is NOT put in front). It gets the
     feature columns as the data contract encodes them: numbers as float (NaN when missing), categories as text
     ("__missing__" when missing). Classes it uses that scikit-learn does not have must live in a package under
-    layers/shared/ (README: "Bring your own pipeline")."""
+    layers/shared/ (docs/training.md: "Bring your own pipeline")."""
 
     factory: CallableSpec
     # Keyword arguments for the factory. It also gets `numeric`, `categorical` (the feature column lists),
