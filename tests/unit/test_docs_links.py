@@ -40,12 +40,16 @@ def _inline_tokens(text: str) -> Iterator[tuple[Token, Token]]:
             yield block, child
 
 
+_TARGET_ATTRIBUTE = {"link_open": "href", "image": "src"}
+
+
 def links(page: Path) -> list[Link]:
     """The link and image targets of a page, with the line they are on (code blocks hold none)."""
     found = []
     for block, token in _inline_tokens(page.read_text()):
-        target = token.attrGet("href") if token.type == "link_open" else token.attrGet("src")
-        if token.type in ("link_open", "image") and isinstance(target, str):
+        attribute = _TARGET_ATTRIBUTE.get(token.type)
+        target = token.attrGet(attribute) if attribute else None
+        if isinstance(target, str):
             found.append(Link(page, (block.map or [0])[0] + 1, target))
     return found
 
