@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from sklambda.api import (
-    Limits,
+    RequestLimits,
     _json_depth,
     check_content_type,
     check_depth,
@@ -20,7 +20,7 @@ from sklambda.errors import RequestError
 
 pytestmark = pytest.mark.unit
 
-LIMITS = Limits(max_body_bytes=2048, max_json_depth=6, max_rows=3)
+LIMITS = RequestLimits(max_body_bytes=2048, max_json_depth=6, max_rows=3)
 ROW = {"x": 1.0}
 
 

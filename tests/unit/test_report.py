@@ -178,7 +178,12 @@ def test_plotting_and_terminal_libraries_stay_out_of_the_lambda_bundles() -> Non
     result = subprocess.run(
         [sys.executable, "-c", probe],
         cwd=REPO,
-        env={**os.environ, "DATA_URI": "s3://bucket/data/", "MODEL_NAME": "penguins", "PYTHONPATH": str(REPO)},
+        env={
+            **os.environ,
+            "DATA_URI": "s3://bucket/data/",
+            "MODEL_NAME": "penguins",
+            "PYTHONPATH": os.pathsep.join([str(REPO / "layers" / "shared"), str(REPO)]),
+        },
         capture_output=True,
         text=True,
         check=False,
