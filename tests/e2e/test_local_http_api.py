@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from functions.local_api import LocalApi
+from devtools.local_api import LocalApi
 from tests.conftest import PENGUINS_CSV, REPO, load_event
 
 pytestmark = pytest.mark.e2e

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from functions.local_api import LocalApi
+from devtools.local_api import LocalApi
 from tests.conftest import PENGUINS_CSV, REPO
 
 pytestmark = pytest.mark.e2e

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from functions.local_api import LocalApi
+from devtools.local_api import LocalApi
 from sklambda.store import ModelStore
 from tests.conftest import REPO, load_event
 from tests.e2e.test_local_http_api import request
