@@ -65,7 +65,7 @@ def test_model_name_serves_that_model_with_a_banner_for_it(two_models: ModelStor
     environment["PYTHONPATH"] = os.pathsep.join([str(REPO / "layers" / "shared"), str(REPO)])
     command = [sys.executable, "-m", "devtools.serve", "--port", "0", "--lambda-port", "-1"]
     # When `make serve`'s module starts
-    server = subprocess.Popen(  # noqa: S603
+    server = subprocess.Popen(
         command, cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
     )
     try:
