@@ -140,7 +140,7 @@ def check_depth(raw: bytes, max_depth: int) -> None:
 
     orjson stops at depth 1024 on its own ("depth limit exceeded"); this bound is ours, configurable, and far
     lower: no valid request is deeper than 4. Brackets inside strings do not count; the scan is vectorised (a
-    1000-row request takes ~0.1 ms, a Python loop over its bytes ~10 ms)."""
+    Python loop over the bytes of a large request would cost more than predicting it)."""
     if len(raw) <= _SMALL_BODY and raw.count(b"[") + raw.count(b"{") <= max_depth:
         return
     if _json_depth(raw) > max_depth:
