@@ -100,7 +100,7 @@ def test_a_4xx_message_loses_the_store_location(tmp_path: Path) -> None:
     assert error_reply(missing, "r").body["error"].endswith("penguins/versions/000009/manifest.json does not exist")
     assert str(tmp_path) not in error_reply(missing, "r", store=store).body["error"]
     in_s3 = NotFound("s3://bucket/models/penguins/alias.json does not exist")
-    assert error_reply(in_s3, "r").body["error"] == "the model store does not exist"
+    assert error_reply(in_s3, "r").body["error"] == "models/penguins/alias.json does not exist"
 
 
 @pytest.mark.parametrize("text", ["²", "٣", "1²", "+1", "-1", "0", " 1", "1.0", "", None, "9" * 19, "1e3"])

@@ -60,8 +60,8 @@ _PUBLIC_5XX: tuple[tuple[type[Exception], str], ...] = (
     (StoreUnavailable, "the model store is unavailable right now; retry later"),
 )
 _INTERNAL = "internal error; the request id finds the details in the function's log"
-# A location in S3 (bucket and key), wherever a message quotes one.
-_S3_LOCATION = re.compile(r"s3://[^\s'\"]*")
+# The bucket part of an S3 location, wherever a message quotes one (the key after it stays: it names the object).
+_S3_BUCKET = re.compile(r"s3://[^/\s'\"]*/?")
 # Path, query and body numbers are ASCII digits only: "²".isdigit() is true but int("²") fails.
 _WHOLE_NUMBER = re.compile(r"[0-9]{1,18}")
 
@@ -138,7 +138,7 @@ def public_message(error: BaseException, status: int, store: ModelStore | None =
     message = str(error)
     if store is not None:
         message = message.replace(store.uri.rstrip("/") + "/", "").replace(store.uri, "the model store")
-    return _S3_LOCATION.sub("the model store", message)
+    return _S3_BUCKET.sub("", message)
 
 
 def log_error(logger: Logger, error: BaseException, reply: ErrorReply) -> None:
