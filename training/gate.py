@@ -1,9 +1,8 @@
-"""The promotion gate's checks on a challenger: the metric rule against the champion (MLflow MetricThreshold
-semantics), the must-hold cases, and the output invariants. Each check is a GateCheck (name, passed, detail)
-so that the run record says exactly which rule held and which did not.
-
-The serving runtime's load + parity self-test is the gate's last check; it needs the published version and
-runs in training.flow.
+"""The promotion gate, in one place: the metric rule against the champion (MLflow MetricThreshold semantics,
+[gate] in the configuration), the must-hold cases, the output invariants, and the serving runtime's load + parity
+self-test (run by training.pipeline once the version is published). Every check is a GateCheck (name, passed,
+detail), the gate's one result type, kept in the run record, so that it says exactly which rule held and which
+did not; `verdict` turns a list of them into the reason recorded with the outcome.
 """
 
 from __future__ import annotations
@@ -15,10 +14,14 @@ import numpy as np
 import pandas as pd
 
 from sklambda.contract import DataContract, Task, encode_frame
-from sklambda.manifest import Metric
+from sklambda.errors import VersionRefused
+from sklambda.manifest import Comparison, Manifest, Metric
+from sklambda.registry import ServingCheck
 from sklambda.runs import GateCheck
 from sklambda.serving import labels_to_json
+from training.champion import Champion
 from training.config import GateCase, GateSection
+from training.evaluate import evaluate
 
 # Probabilities must sum to 1 within this (float64 pipelines; ONNX parity is the self-test's business).
 PROBABILITY_SUM_TOLERANCE = 1e-6
@@ -234,3 +237,63 @@ def invariant_checks(
             )
         )
     return checks
+
+
+def champion_checks(
+    challenger: Manifest,
+    x_test: pd.DataFrame,
+    y_test: pd.Series,
+    champion: Champion | None,
+    gate: GateSection,
+) -> tuple[Comparison | None, list[GateCheck]]:
+    """The champion scored on the challenger's held-out rows, and the [gate] metric rule applied to both."""
+    metric = challenger.metric
+    score = challenger.metrics[metric.name]
+    if champion is None:
+        checks = metric_checks(score, None, metric, gate, champion_label="", rows=len(y_test))
+        return None, [GateCheck(name="first version", passed=True, detail="no champion to compare with"), *checks]
+    known = champion.manifest
+    where = f"champion v{known.version}"
+    if known.task != challenger.task or known.target != challenger.target:
+        detail = (
+            f"not comparable with {where}: it predicts {known.target} ({known.task}), "
+            f"this predicts {challenger.target} ({challenger.task})"
+        )
+        return None, [GateCheck(name="comparable", passed=False, detail=detail)]
+    missing = sorted(set(known.contract.names) - set(x_test.columns))
+    if missing:
+        detail = f"not comparable with {where}: its features {missing} are not in the new data"
+        return None, [GateCheck(name="comparable", passed=False, detail=detail)]
+    outputs = champion.outputs(x_test)
+    champion_metrics = evaluate(outputs, x_test, y_test, challenger.task)
+    comparison = Comparison(version=known.version, metrics=champion_metrics)
+    champion_score = champion_metrics.get(metric.name)
+    if champion_score is None:
+        return comparison, [
+            GateCheck(name="comparable", passed=False, detail=f"{where} has no {metric.name} on these rows")
+        ]
+    return comparison, metric_checks(score, champion_score, metric, gate, champion_label=where, rows=len(y_test))
+
+
+def self_test_check(serving_check: ServingCheck, stored: Manifest) -> GateCheck:
+    """The serving runtime loads the published version and reproduces its golden outputs (the gate's last check)."""
+    try:
+        serving_check(stored)
+    except VersionRefused as error:
+        return GateCheck(name="serving self-test", passed=False, detail=f"the serving runtime refused it: {error}")
+    return GateCheck(name="serving self-test", passed=True, detail="loaded and reproduced its outputs")
+
+
+def failures(checks: list[GateCheck]) -> str:
+    """Why the gate refused ("" when every check passed): each failed check, named."""
+    return "; ".join(f"{check.name}: {check.detail}" for check in checks if not check.passed)
+
+
+def passed_reason(checks: list[GateCheck]) -> str:
+    """The reason recorded with a promotion: how it compares with the champion (every check is in the run record)."""
+    for check in checks:
+        if check.name == "first version":
+            return f"first version: {check.detail}"
+        if check.name == "beats champion":
+            return check.detail
+    return f"{len(checks)} gate checks passed"

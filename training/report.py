@@ -377,8 +377,8 @@ def _versions_table(data: ReportData) -> str:
 def _runs_table(data: ReportData) -> str:
     if not data.runs:
         return _note(
-            "No retrain runs recorded yet: runs come from the retrain function (schedule, POST /retrain) and "
-            "<code>python -m training retrain</code>; <code>python -m training train</code> publishes without one."
+            "No training runs recorded yet: runs come from <code>python -m training train</code> and "
+            "<code>retrain</code>, and from the retrain function (schedule, POST /retrain)."
         )
     rows = []
     for run in data.runs:

@@ -7,13 +7,11 @@ Every problem is collected, one readable line each, so a failed run reports all 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import pandas as pd
 
-from sklambda.contract import MISSING_CATEGORY, canonical_categories, canonical_category, encode_frame, frame_problems
+from sklambda.contract import MISSING_CATEGORY, canonical_categories, canonical_category, frame_problems
 from sklambda.manifest import Manifest
+from training.champion import Champion
 from training.config import TrainingConfig
 from training.evaluate import evaluate
 from training.features import infer_task
@@ -29,13 +27,10 @@ def _share(count: int, total: int) -> str:
 
 
 def validate_table(
-    frame: pd.DataFrame,
-    config: TrainingConfig,
-    champion: Manifest | None,
-    load_champion: Callable[[], Any],
+    frame: pd.DataFrame, config: TrainingConfig, scored_champion: Champion | None
 ) -> tuple[list[str], dict[str, float] | None]:
-    """(problems, the champion's metrics on all the new rows or None). `frame` is cleaned (every row has a
-    target); `load_champion` returns the champion's fitted pipeline and is called only when needed."""
+    """(problems, the champion's metrics on the sampled new rows or None). `frame` is cleaned (every row has a
+    target); the champion is scored only when the checks before that found nothing."""
     target = config.model.target
     settings = config.data
     problems: list[str] = []
@@ -48,8 +43,9 @@ def validate_table(
         if len(counts) < 2:
             only = f" ({counts.index[0]!r})" if len(counts) else ""
             problems.append(f"the target {target!r} has a single class{only}: nothing to learn")
-    if champion is None:
+    if scored_champion is None:
         return problems, None
+    champion = scored_champion.manifest
     if champion.target != target or champion.task != task:
         problems.append(
             f"the champion v{champion.version} predicts {champion.target!r} ({champion.task}); "
@@ -71,7 +67,7 @@ def validate_table(
         scored = scored.sample(CHAMPION_SAMPLE_ROWS, random_state=config.evaluation.random_state)
     if scored.empty:
         return problems, None
-    champion_metrics = evaluate(load_champion(), encode_frame(scored, champion.contract), scored[target], champion.task)
+    champion_metrics = evaluate(scored_champion.outputs(scored), scored, scored[target], champion.task)
     drop = _metric_drop(champion, champion_metrics)
     if drop is not None and drop > settings.max_champion_metric_drop:
         name = champion.metric.name
