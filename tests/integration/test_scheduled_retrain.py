@@ -125,6 +125,9 @@ def cloud(s3_bucket: str, fresh_handler: Callable[..., ModuleType], monkeypatch:
     }
     retrain = fresh_handler("functions.retrain.app", **environment)
     predict = fresh_handler("functions.predict.app", **environment)
+    # No code version (a checkout may be clean or dirty): every run trains, even on the champion's own data and
+    # configuration. The "nothing new" tests set one.
+    monkeypatch.setattr(retrain, "CODE_VERSION", None)
     cloud = Cloud(bucket=s3_bucket, retrain=retrain, predict=predict, queue_url=queue_url)
     # moto runs no Lambda code: record the asynchronous self-invocation; `deliver` plays the Lambda service.
     monkeypatch.setattr(aws, "invoke_event", lambda name, payload: cloud.invocations.append((name, payload)))
