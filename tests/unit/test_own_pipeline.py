@@ -28,6 +28,7 @@ from tests.unit.test_predict_imports import loaded_modules
 from training.cli import main
 from training.config import load_config
 from training.dataset import load_table
+from training.model import CUSTOM_CODE_HINT
 from training.pipeline import train
 
 pytestmark = pytest.mark.unit
@@ -234,7 +235,7 @@ def not_an_estimator() -> Any:
         pytest.param(
             'factory = "no_such_package.pipelines:build"',
             "pipeline factory 'no_such_package.pipelines:build': cannot import no_such_package.pipelines: "
-            "No module named 'no_such_package'",
+            f"No module named 'no_such_package'; {CUSTOM_CODE_HINT}",
             id="not-importable",
         ),
         pytest.param(
@@ -261,7 +262,8 @@ def test_a_converter_module_that_does_not_import_is_a_clear_configuration_error(
     with pytest.raises(ConfigError) as caught:
         train(load_table(str(PENGUINS_CSV)), config)
     assert str(caught.value) == (
-        "[onnx] converters: cannot import 'my_transformers.onnx': No module named 'my_transformers'"
+        "[onnx] converters: cannot import 'my_transformers.onnx': No module named 'my_transformers'; "
+        + CUSTOM_CODE_HINT
     )
 
 
