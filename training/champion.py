@@ -8,6 +8,7 @@ convert) is loaded from its joblib artifact, after the store has checked that ar
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,9 @@ class Champion:
     state: AliasState
     store: ModelStore
     _scorer: _Scorer | None = field(default=None, init=False, repr=False)
+    # The outputs scored so far in this run, and the index of the rows they are for.
+    _scored: Outputs | None = field(default=None, init=False, repr=False)
+    _scored_index: pd.Index = field(default_factory=lambda: pd.Index([]), init=False, repr=False)
 
     @classmethod
     def of(cls, store: ModelStore, name: str, alias: str) -> Champion | None:
@@ -47,10 +51,21 @@ class Champion:
         return "onnx" if onnx is not None and onnx.supported else "sklearn"
 
     def outputs(self, rows: pd.DataFrame) -> Outputs:
-        """The champion's outputs on `rows` (raw table rows: they are encoded with the champion's contract)."""
+        """The champion's outputs on `rows`: rows of the run's table (encoded here with the champion's contract),
+        known by their index. Each row is scored once per run: validation scores a sample of the table, the gate
+        the held-out rows, and the rows both need are not scored again."""
         if self._scorer is None:
             self._scorer = _Scorer(self.store, self.manifest, self.runtime)
-        return self._scorer.outputs(rows)
+        if not rows.index.is_unique:
+            return self._scorer.outputs(rows)
+        if self._scored is None:
+            self._scored, self._scored_index = self._scorer.outputs(rows), rows.index
+            return self._scored
+        new = self._scored_index.get_indexer(rows.index) < 0
+        if new.any():
+            self._scored = self._scored.extend(self._scorer.outputs(rows[new]))
+            self._scored_index = self._scored_index.append(rows.index[new])
+        return self._scored.take(self._scored_index.get_indexer(rows.index))
 
 
 @dataclass(frozen=True)
@@ -64,10 +79,27 @@ class Outputs:
     def predict(self, _rows: Any) -> np.ndarray:
         return self.prediction.labels
 
-    def predict_proba(self, _rows: Any) -> np.ndarray:
-        if self.prediction.probabilities is None:
+    @property
+    def predict_proba(self) -> Callable[[Any], np.ndarray]:
+        """Absent (hasattr is False) for a model without probabilities, as on a pipeline."""
+        probabilities = self.prediction.probabilities
+        if probabilities is None:
             raise AttributeError("predict_proba")
-        return self.prediction.probabilities
+        return lambda _rows: probabilities
+
+    def extend(self, more: Outputs) -> Outputs:
+        """These outputs followed by `more` (of the same model)."""
+        probabilities = self.prediction.probabilities
+        more_probabilities = more.prediction.probabilities
+        return Outputs(
+            Prediction(
+                labels=np.concatenate([self.prediction.labels, more.prediction.labels]),
+                probabilities=None
+                if probabilities is None or more_probabilities is None
+                else np.vstack([probabilities, more_probabilities]),
+            ),
+            self.classes_,
+        )
 
     def take(self, positions: np.ndarray) -> Outputs:
         """The outputs of the rows at `positions` (of the rows these outputs are for)."""

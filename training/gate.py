@@ -19,7 +19,7 @@ from sklambda.manifest import Comparison, Manifest, Metric
 from sklambda.registry import ServingCheck
 from sklambda.runs import GateCheck
 from sklambda.serving import labels_to_json
-from training.champion import Champion
+from training.champion import Champion, Outputs
 from training.config import GateCase, GateSection
 from training.evaluate import evaluate
 
@@ -173,13 +173,19 @@ def invariant_checks(
     *,
     target_range: tuple[float, float] | None,
     margin: float,
+    known: Outputs | None = None,
 ) -> list[GateCheck]:
     """Outputs that must hold for any input: no NaN, labels among the classes, probabilities in [0, 1] summing
-    to 1 (classifiers), predictions within a plausible range of the training targets (regressors)."""
-    inputs = pd.concat([rows.loc[:, contract.names], probe_rows(contract)], ignore_index=True)
+    to 1 (classifiers), predictions within a plausible range of the training targets (regressors). `known`: the
+    pipeline's outputs on `rows` when the caller has them (evaluation computed them); the corner inputs are
+    predicted here."""
+    probes = probe_rows(contract)
+    inputs = probes if known is not None else pd.concat([rows.loc[:, contract.names], probes], ignore_index=True)
     encoded = encode_frame(inputs, contract)
     predictions = pipeline.predict(encoded)
-    where = f"on {len(inputs)} rows (held-out rows and corner inputs)"
+    if known is not None:
+        predictions = np.concatenate([np.asarray(known.prediction.labels), np.asarray(predictions)])
+    where = f"on {len(rows) + len(probes)} rows (held-out rows and corner inputs)"
     checks: list[GateCheck] = []
     if task == "classification":
         classes = set(labels_to_json(pipeline.classes_))
@@ -193,6 +199,8 @@ def invariant_checks(
         )
         if hasattr(pipeline, "predict_proba"):
             probabilities = np.asarray(pipeline.predict_proba(encoded), dtype=np.float64)
+            if known is not None and known.prediction.probabilities is not None:
+                probabilities = np.vstack([np.asarray(known.prediction.probabilities, dtype=np.float64), probabilities])
             problems = []
             if not np.isfinite(probabilities).all():
                 problems.append(f"{int((~np.isfinite(probabilities)).any(axis=1).sum())} rows with NaN/inf")

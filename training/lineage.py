@@ -6,6 +6,7 @@ the retrain Lambda runs without a git checkout.
 
 from __future__ import annotations
 
+import functools
 import platform
 import subprocess
 from importlib import metadata
@@ -18,6 +19,7 @@ PACKAGE_DIR = Path(__file__).parent
 STAMPED_VERSION_FILE = PACKAGE_DIR / "CODE_VERSION"
 
 
+@functools.cache  # installed packages do not change while a process runs (a warm Lambda runs many)
 def library_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in LIBRARIES:

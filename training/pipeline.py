@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import joblib
+import numpy as np
 import pandas as pd
 
 from sklambda.contract import DataContract, Task, derive_contract, encode_frame, frame_to_instances
@@ -41,12 +42,13 @@ from sklambda.manifest import (
 )
 from sklambda.registry import ServingCheck
 from sklambda.runs import DataSummary, GateCheck, Lease, RunLock, RunLog, RunRecord, RunStatus, new_run_id
+from sklambda.runtimes import Prediction
 from sklambda.serving import labels_to_json
 from sklambda.settings import RetrainSettings
 from sklambda.store import ModelStore
 from training import gate
 from training.budget import Estimate, RunLimits, check_fits, check_time_left, estimate
-from training.champion import Champion
+from training.champion import Champion, Outputs
 from training.config import TrainingConfig
 from training.convert import to_onnx
 from training.dataset import CleanReport, LoadedTable, clean, load_table
@@ -171,7 +173,7 @@ def run_training(run: TrainingRun, *, trigger: str, by: str, run_id: str | None 
     log.save(record)
     unexpected: BaseException | None = None
     try:
-        _carry_out(run, record, _RunSteps(run.progress, record, lease))
+        _carry_out(run, record, _RunSteps(run.progress, record, lease, run.lock_seconds))
     except DataRejected as error:
         _fail(record, "the training data failed validation", error.problems)
     except DataError as error:
@@ -214,20 +216,29 @@ def _start(run: TrainingRun, *, trigger: str, by: str, run_id: str | None) -> tu
 
 
 class _RunSteps(Progress):
-    """The run's progress: each stage reported as before, its seconds kept in the record, the lease renewed."""
+    """The run's progress: each stage reported as given, its seconds kept in the record, and the lease renewed
+    once a quarter of it has passed (a write to the store each time: not after every short stage)."""
 
-    def __init__(self, progress: Progress, record: RunRecord, lease: Lease) -> None:
+    def __init__(self, progress: Progress, record: RunRecord, lease: Lease, lease_seconds: float) -> None:
         super().__init__(progress.log)
         self.progress = progress
         self.record = record
         self.lease = lease
+        self.renew_every = lease_seconds / 4
+        self.renewed = time.monotonic()
 
     @contextmanager
     def step(self, name: str, detail: str = "") -> Iterator[Step]:
         with self.progress.step(name, detail) as step:
             yield step
         self.record.stages[name] = round(step.seconds, 3)
-        self.lease.renew()  # raises RunInProgress if the lease was lost: another run may be promoting
+        if time.monotonic() - self.renewed >= self.renew_every:
+            self.renew()
+
+    def renew(self) -> None:
+        """Raises RunInProgress if the lease was lost (it expired and another run took it)."""
+        self.lease.renew()
+        self.renewed = time.monotonic()
 
 
 def _carry_out(run: TrainingRun, record: RunRecord, steps: _RunSteps) -> None:
@@ -272,6 +283,7 @@ def _carry_out(run: TrainingRun, record: RunRecord, steps: _RunSteps) -> None:
         record.status = "passed"
         record.reason = f"passed the gate ({reason}); left a candidate (promotion not requested)"
         return
+    steps.renew()  # a run that lost its lease must not promote: another run may be promoting
     record.status, record.reason = promote(run, stored, champion, reason, by, steps)
 
 
@@ -341,6 +353,8 @@ class TrainedModel:
     config: TrainingConfig
     # Regression: the training targets' min and max (the plausible-range invariant widens it).
     target_range: tuple[float, float] | None = None
+    # The pipeline's outputs on x_test, computed once by the evaluate stage (the gate's invariants reuse them).
+    held_out_outputs: Outputs | None = None
 
 
 @dataclass
@@ -362,6 +376,7 @@ class Evaluation:
     metrics: dict[str, float]
     held_out: HeldOutEvaluation | None
     golden: GoldenSample
+    outputs: Outputs
 
 
 def train(
@@ -399,7 +414,7 @@ def train(
         classes=prepared.contract.classes,
         golden=evaluation.golden,
         runtimes={"onnx": onnx_support, "sklearn": RuntimeSupport(supported=True, artifact="model.joblib")},
-        libraries=library_versions(),
+        libraries=dict(library_versions()),
         code_version=code_version,
         training={
             "config": config.model_dump(mode="json"),
@@ -423,6 +438,7 @@ def train(
         y_test=parts.y_test,
         config=config,
         target_range=target_range,
+        held_out_outputs=evaluation.outputs,
     )
 
 
@@ -476,14 +492,22 @@ def evaluate_model(prepared: Prepared, config: TrainingConfig, progress: Progres
     parts, pipeline, metric = prepared.parts, prepared.pipeline, prepared.metric
     with progress.step("evaluate", f"{len(parts.x_test):,} held-out rows, feature importance") as step:
         x_test = encode_frame(parts.x_test, prepared.contract)
-        predictions = pipeline.predict(x_test)  # once, for the metrics and the report's summaries
-        metrics = evaluate(pipeline, x_test, parts.y_test, prepared.task, predictions)
+        # Once, for the metrics, the report's summaries and the gate's invariants.
+        outputs = Outputs(
+            Prediction(
+                labels=np.asarray(pipeline.predict(x_test)),
+                probabilities=pipeline.predict_proba(x_test) if hasattr(pipeline, "predict_proba") else None,
+            ),
+            getattr(pipeline, "classes_", None),
+        )
+        predictions = outputs.prediction.labels
+        metrics = evaluate(outputs, x_test, parts.y_test, prepared.task, predictions)
         held_out = held_out_evaluation(
             pipeline, x_test, parts.y_test, prepared.task, metric, config.evaluation, predictions
         )
         golden = golden_sample(pipeline, parts.x_test, prepared.contract, config.evaluation.golden_rows)
         step.done(f"{metric.name}={metrics.get(metric.name)} on {len(parts.x_test):,} held-out rows")
-    return Evaluation(metrics=metrics, held_out=held_out, golden=golden)
+    return Evaluation(metrics=metrics, held_out=held_out, golden=golden, outputs=outputs)
 
 
 def convert(prepared: Prepared, config: TrainingConfig, progress: Progress) -> tuple[bytes | None, RuntimeSupport]:
@@ -526,6 +550,7 @@ def gate_stage(trained: TrainedModel, champion: Champion | None, progress: Progr
                 challenger.task,
                 target_range=trained.target_range,
                 margin=config.gate.regression_range_margin,
+                known=trained.held_out_outputs,
             )
         )
         step.done(f"{against}: {sum(check.passed for check in checks)} of {len(checks)} checks passed")
