@@ -1,4 +1,4 @@
-"""Stage 5: score a fitted pipeline on held-out rows."""
+"""The evaluate stage: score a fitted pipeline on held-out rows (and the champion, through the same metrics)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Stage 4: build the estimator the configuration names, split off the held-out rows, fit."""
+"""The prepare and fit stages' parts: build the estimator the configuration names, split off the held-out rows,
+fit."""
 
 from __future__ import annotations
 

@@ -334,7 +334,7 @@ def validate(
                 f"{', '.join(map(str, table.frame.columns))}): name the column to predict with --target"
             )
         frame, report = clean(table.frame, target)
-        problems, _champion_on_new_rows = validate_table(frame, config, champion)
+        problems = validate_table(frame, config, champion)
         step.done(f"{len(problems)} problem(s)" if problems else "no problems")
     if problems:
         raise DataRejected(problems)

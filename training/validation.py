@@ -26,11 +26,9 @@ def _share(count: int, total: int) -> str:
     return f"{count} of {total} rows ({count / total:.0%})"
 
 
-def validate_table(
-    frame: pd.DataFrame, config: TrainingConfig, scored_champion: Champion | None
-) -> tuple[list[str], dict[str, float] | None]:
-    """(problems, the champion's metrics on the sampled new rows or None). `frame` is cleaned (every row has a
-    target); the champion is scored only when the checks before that found nothing."""
+def validate_table(frame: pd.DataFrame, config: TrainingConfig, scored_champion: Champion | None) -> list[str]:
+    """Every problem found, one line each. `frame` is cleaned (every row has a target); the champion is scored
+    only when the checks before that found nothing."""
     target = config.model.target
     settings = config.data
     problems: list[str] = []
@@ -44,21 +42,21 @@ def validate_table(
             only = f" ({counts.index[0]!r})" if len(counts) else ""
             problems.append(f"the target {target!r} has a single class{only}: nothing to learn")
     if scored_champion is None:
-        return problems, None
+        return problems
     champion = scored_champion.manifest
     if champion.target != target or champion.task != task:
         problems.append(
             f"the champion v{champion.version} predicts {champion.target!r} ({champion.task}); "
             f"this data gives {target!r} ({task})"
         )
-        return problems, None
+        return problems
     schema = [f"schema drift: column {p.field!r}: {p.message}" for p in frame_problems(frame, champion.contract)]
     problems.extend(schema)
     if schema:
-        return problems, None  # the rest compares columns that are not there or not numbers
+        return problems  # the rest compares columns that are not there or not numbers
     problems.extend(_drift(frame, champion, config))
     if problems or settings.max_champion_metric_drop is None or not rows:
-        return problems, None
+        return problems
     scored = frame
     if champion.task == "classification" and champion.classes is not None:
         # Rows of classes the champion never predicts cannot be scored (log_loss); their share is checked above.
@@ -66,7 +64,7 @@ def validate_table(
     if len(scored) > CHAMPION_SAMPLE_ROWS:
         scored = scored.sample(CHAMPION_SAMPLE_ROWS, random_state=config.evaluation.random_state)
     if scored.empty:
-        return problems, None
+        return problems
     champion_metrics = evaluate(scored_champion.outputs(scored), scored, scored[target], champion.task)
     drop = _metric_drop(champion, champion_metrics)
     if drop is not None and drop > settings.max_champion_metric_drop:
@@ -78,7 +76,7 @@ def validate_table(
             f"(worse by {drop:.3g} > [data].max_champion_metric_drop {settings.max_champion_metric_drop}). "
             "Check the data; if the change is real, raise or switch off max_champion_metric_drop for this run"
         )
-    return problems, champion_metrics
+    return problems
 
 
 def _metric_drop(champion: Manifest, on_new_rows: dict[str, float]) -> float | None:

@@ -103,8 +103,8 @@ def test_retrain_help_explains_every_option(capsys: pytest.CaptureFixture[str]) 
 def test_without_a_champion_only_rows_and_classes_are_checked() -> None:
     config = load_config()
     frame, _ = clean(pd.read_csv(PENGUINS_CSV), "species")
-    assert validate_table(frame, config, None) == ([], None)
-    problems, _ = validate_table(frame.head(20).assign(species="Adelie"), config, None)
+    assert validate_table(frame, config, None) == []
+    problems = validate_table(frame.head(20).assign(species="Adelie"), config, None)
     assert problems == [
         "too few rows: 20 with a target, at least 50 needed ([data].min_rows)",
         "the target 'species' has a single class ('Adelie'): nothing to learn",
@@ -117,7 +117,7 @@ def test_new_classes_and_newly_missing_values_are_drift(trained_store: Path) -> 
     frame, _ = clean(pd.read_csv(PENGUINS_CSV), "species")
     frame.loc[:99, "species"] = "Emperor"
     frame.loc[:49, "year"] = None
-    problems, _ = validate_table(frame, load_config(), champion)
+    problems = validate_table(frame, load_config(), champion)
     assert any("the target 'species': 100 of 344 rows (29%) have classes the champion never predicted" in p
                for p in problems)  # fmt: skip
     assert any("column 'year': 50 of 344 rows (15%) are missing; the champion never saw it missing" in p
