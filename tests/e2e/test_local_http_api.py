@@ -97,10 +97,12 @@ def test_retrain_over_http_runs_asynchronously_then_predict_serves_the_new_versi
     status, body = request(api, "POST", "/predict", load_event("predict")["body"])
     assert (status, body["model"]["version"]) == (200, 2)
 
-    # And the run history lists it
     status, history = request(api, "GET", "/retrain")
     assert status == 200
-    assert [item["run_id"] for item in history["runs"]] == [queued["run_id"]]
+    # And the run history lists it, newest first, above the `python -m training train` run that made v1
+    newest, *older = history["runs"]
+    assert (newest["run_id"], newest["version"]) == (queued["run_id"], 2)
+    assert [(item["trigger"], item["version"]) for item in older] == [("cli", 1)]
 
 
 def test_unknown_run_over_http_is_404(api: LocalApi) -> None:
