@@ -31,6 +31,7 @@ import pandas as pd
 from sklambda.contract import DataContract, Task, derive_contract, encode_frame, frame_to_instances
 from sklambda.errors import AliasConflict, ConfigError, DataError, DataRejected, NotFound, RunSkipped, SklambdaError
 from sklambda.manifest import (
+    Comparison,
     DataFingerprint,
     GoldenSample,
     HeldOutEvaluation,
@@ -534,7 +535,9 @@ def golden_sample(pipeline: Any, x_test: pd.DataFrame, contract: DataContract, r
     )
 
 
-def gate_stage(trained: TrainedModel, champion: Champion | None, progress: Progress) -> tuple[Any, list[GateCheck]]:
+def gate_stage(
+    trained: TrainedModel, champion: Champion | None, progress: Progress
+) -> tuple[Comparison | None, list[GateCheck]]:
     """Every gate check that needs no published version: the metric rule against the champion on the same
     held-out rows, the must-hold cases of this model, the output invariants."""
     challenger, config = trained.manifest, trained.config
