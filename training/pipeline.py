@@ -272,7 +272,7 @@ def _carry_out(run: TrainingRun, record: RunRecord, steps: _RunSteps) -> None:
     record.version = stored.version
     by = f"{record.by} (run {record.run_id})"
     if run.serving_check is not None and not gate.failures(checks):
-        checks.append(self_test(run.serving_check, stored, steps))
+        checks.append(serving_self_test(run.serving_check, stored, steps))
     refused = gate.failures(checks)
     if refused:
         run.store.set_status(run.name, stored.version, StatusRecord(status="rejected", reason=refused, by=by))
@@ -569,7 +569,7 @@ def publish(store: ModelStore, manifest: Manifest, files: dict[str, bytes], prog
     return stored
 
 
-def self_test(serving_check: ServingCheck, stored: Manifest, progress: Progress) -> GateCheck:
+def serving_self_test(serving_check: ServingCheck, stored: Manifest, progress: Progress) -> GateCheck:
     with progress.step("self-test", f"the serving runtime loads v{stored.version}") as step:
         check = gate.self_test_check(serving_check, stored)
         step.done("reproduced its golden outputs" if check.passed else "refused")
