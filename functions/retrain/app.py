@@ -1,4 +1,4 @@
-"""Retrain function. Three ways in, one run (training.retrain does the work):
+"""Retrain function. Three ways in, one run (training.pipeline.run_training does the work):
 
 - the EventBridge schedule: runs here and now (the invocation is already asynchronous);
 - POST /retrain: reserves the run lock, records the run as queued, invokes this same function asynchronously
@@ -25,11 +25,11 @@ from sklambda.http import JSON, answer_errors, bootstrap, whole_number
 from sklambda.runs import RunLock, RunLog, RunRecord, check_run_id, notification, run_reply, score_metrics
 from sklambda.serving import local_self_test, remote_self_test
 from sklambda.settings import RetrainSettings
-from training.budget import Limits
+from training.budget import RunLimits
 from training.config import load_config
-from training.flow import code_version
+from training.lineage import code_version
+from training.pipeline import TrainingRun, model_config, release_reservation, reserve_run, run_training
 from training.progress import Progress
-from training.retrain import RunContext, release_reservation, reserve_run, run_retrain
 
 logger, metrics, settings, store = bootstrap(RetrainSettings)
 # The training code's commit, recorded in every manifest this function publishes (lineage).
@@ -54,25 +54,27 @@ def _notify(record: RunRecord) -> None:
         publish_message(settings.retrain_topic_arn, subject, message, attributes)
 
 
-def _run_context(context: LambdaContext) -> RunContext:
-    config = load_config(settings.training_config).with_overrides(name=settings.model_name)
+def _run_context(context: LambdaContext) -> TrainingRun:
+    config = model_config(
+        load_config(settings.training_config), store, name=settings.model_name, alias=settings.model_alias
+    )
     serving_check = (
         remote_self_test(settings.predict_function_name)
         if settings.predict_function_name
         else local_self_test(store, settings.serving_runtime)
     )
-    return RunContext(
+    return TrainingRun(
         store=store,
         data_uri=settings.data_uri,
         config=config,
         alias=settings.model_alias,
         serving_check=serving_check,
-        limits=Limits.of_lambda(context),
+        limits=RunLimits.of_lambda(context),
         lock_seconds=settings.retrain_lock_seconds,
         code_version=CODE_VERSION,
         notify=_notify,
-        # A log line as each step starts and ends (load, validate, prepare, fit, evaluate, convert, gate,
-        # publish, self-test), through this function's logger: a long run shows where it is.
+        # A log line as each stage starts and ends (load, validate, prepare, fit, evaluate, convert, gate,
+        # publish, self-test, promote), through this function's logger: a long run shows where it is.
         progress=Progress(logger),
     )
 
@@ -166,7 +168,7 @@ def _is_schedule(event: dict[str, Any]) -> bool:
 def _run(event: dict[str, Any], context: LambdaContext, trigger: str, run_id: str | None) -> dict[str, Any]:
     by = f"retrain function ({trigger}, request {context.aws_request_id})"
     try:
-        record = run_retrain(_run_context(context), trigger=trigger, by=by, run_id=run_id)
+        record = run_training(_run_context(context), trigger=trigger, by=by, run_id=run_id)
     except RunSkipped as error:
         metrics.add_metric(name=metric_names.RETRAIN_SKIPPED, unit=MetricUnit.Count, value=1)
         logger.warning("retrain skipped", extra={"reason": str(error), "run_id": error.run_id})

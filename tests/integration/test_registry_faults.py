@@ -26,7 +26,7 @@ from tests.conftest import BUCKET, PENGUINS_CSV, REPO, LambdaContext, load_event
 from tests.faults import Crash, CrashingObjects, Fault, S3FaultProxy, elapsed, promote_in_process
 from tests.unit.test_store import make_manifest
 from training.config import load_config
-from training.flow import train_and_publish
+from training.pipeline import TrainingRun, run_training
 
 pytestmark = pytest.mark.integration
 
@@ -172,7 +172,11 @@ def test_a_retrain_that_crashes_before_the_alias_moves_leaves_the_champion_servi
     # When a retrain dies after uploading its artifacts: before its manifest, or before the alias write
     crashing = ModelStore(CrashingObjects(LocalObjects(local_store_copy), crash_on=crash_on))
     with pytest.raises(Crash):
-        train_and_publish(crashing, str(PENGUINS_CSV), load_config(None), by="crashing retrain")
+        run_training(
+            TrainingRun(store=crashing, data_uri=str(PENGUINS_CSV), config=load_config(None)),
+            trigger="cli",
+            by="crashing retrain",
+        )
 
     # Then v1 still serves, the alias never moved, and v2 is loadable only if its manifest was written
     status, body = predict(app, lambda_context)

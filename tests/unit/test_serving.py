@@ -26,7 +26,7 @@ from tests.conftest import PENGUINS_CSV, REPO, LambdaContext, load_event
 from training.cli import main
 from training.config import load_config
 from training.dataset import load_table
-from training.flow import train
+from training.pipeline import train
 
 pytestmark = pytest.mark.unit
 

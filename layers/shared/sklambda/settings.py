@@ -128,3 +128,15 @@ class RetentionSettings(_FromEnv):
 
     retention_keep_last: int = Field(default=10, ge=1)
     retention_keep_days: float = Field(default=30.0, ge=0)
+
+
+class CliSettings(RetentionSettings, StoreSettings):
+    """The command line's environment (`python -m training`), read once per command: the defaults of its options."""
+
+    # Training data (--data) and the training configuration (--config).
+    data_uri: _EmptyIsUnset = None
+    training_config: _EmptyIsUnset = None
+    # The runtime, or the deployed predict function, that self-tests a version before an alias may point at it.
+    serving_runtime: RuntimeName = DEFAULT_SERVING_RUNTIME
+    predict_function_name: _EmptyIsUnset = None
+    log_level: str = "INFO"
