@@ -219,7 +219,9 @@ def publish_and_gate(
         step.done(f"{against}: {sum(check.passed for check in checks)} of {len(checks)} checks passed")
     total = sum(len(data) for data in trained.files.values())
     with progress.step("publish", f"{len(trained.files) + 1} files, {size(total)}") as step:
-        stored = store.publish(trained.manifest.model_copy(update={"compared_with": comparison}), trained.files)
+        stored = store.publish(
+            trained.manifest.model_copy(update={"compared_with": comparison}), trained.files, awaiting_gate=True
+        )
         step.done(f"v{stored.version}: {len(trained.files) + 1} files, {size(total)}")
     outcome = Outcome(
         version=stored.version,
@@ -251,6 +253,7 @@ def publish_and_gate(
         logger.warning("%s v%s rejected: %s", name, stored.version, outcome.reason)
         return outcome
     reason = _passed_reason(checks)
+    store.record_gate_passed(name, stored.version, by=by, reason=reason)  # promotable from here on, not before
     if not promote:
         outcome.reason = f"passed the gate ({reason}); left a candidate (promotion not requested)"
         return outcome

@@ -1,0 +1,116 @@
+"""Who published a version: manifests signed at publish time, verified before any artifact that runs code loads.
+
+The manifest's own checksum proves its integrity, not its authorship: anyone who can write the store can write a
+re-sealed manifest that verifies. A signature by a key that only the publishers may use (an AWS KMS asymmetric
+key, ECC_NIST_P256; the template's key policy lets only the publishing roles call kms:Sign) proves that a
+publisher wrote it. The signed statement names the model, the version and the manifest's checksum, which covers
+the sha256 of every artifact: one signature vouches for every byte of the version.
+
+Readers verify locally, with the key's public half (fetched once per process through kms:GetPublicKey and cached),
+so a model load costs no KMS call. Verification happens before an artifact that runs code when loaded (a pickle:
+model.joblib) is handed to anything; see ModelStore.artifact.
+
+A store opened without a key (a laptop, tests) neither signs nor verifies. With a key, `required` (the default)
+refuses unsigned versions; `required=False` verifies the signed ones and accepts unsigned ones (for moving a store
+whose versions predate signing).
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+from typing import Protocol
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+from sklambda.errors import IntegrityError, VersionRefused
+from sklambda.manifest import Manifest, ManifestSignature
+
+SIGNING_ALGORITHM = "ECDSA_SHA_256"
+_STATEMENT_FORMAT = "sklambda-manifest-v1\nname={name}\nversion={version}\nsha256={sha256}\n"
+
+
+def signed_statement(manifest: Manifest) -> bytes:
+    """The bytes that are signed: short (KMS signs at most 4 KB raw) and naming what the signature is about."""
+    return _STATEMENT_FORMAT.format(
+        name=manifest.name, version=manifest.version, sha256=manifest.body_sha256()
+    ).encode()
+
+
+class SigningKey(Protocol):
+    """An asymmetric key that can sign (publishers only) and give its public half (every reader)."""
+
+    key_id: str
+
+    def sign(self, message: bytes) -> bytes:
+        """ECDSA_SHA_256 over the raw message; DER-encoded signature."""
+        ...
+
+    def public_key_der(self) -> bytes:
+        """The public key as DER SubjectPublicKeyInfo."""
+        ...
+
+
+class ManifestSigning:
+    """A store's signing policy: sign every manifest it publishes, verify before loading code artifacts."""
+
+    def __init__(self, key: SigningKey, *, required: bool = True) -> None:
+        self.key = key
+        self.required = required
+
+    @functools.cached_property
+    def _public_key(self) -> ec.EllipticCurvePublicKey:
+        # Fetched once per process (a warm Lambda reuses it): no KMS call per model load.
+        public_key = load_der_public_key(self.key.public_key_der())
+        if not isinstance(public_key, ec.EllipticCurvePublicKey):
+            raise VersionRefused(f"signing key {self.key.key_id} is not an elliptic-curve key ({SIGNING_ALGORITHM})")
+        return public_key
+
+    def sign(self, manifest: Manifest) -> Manifest:
+        """The manifest with its signature (call once its version and artifacts are final)."""
+        signature = self.key.sign(signed_statement(manifest))
+        return manifest.model_copy(
+            update={
+                "signature": ManifestSignature(
+                    key_id=self.key.key_id, algorithm=SIGNING_ALGORITHM, value=base64.b64encode(signature).decode()
+                )
+            }
+        )
+
+    def verify(self, manifest: Manifest) -> None:
+        """Raise VersionRefused (unsigned, when signatures are required) or IntegrityError (a signature that does
+        not verify with this store's key) before anything of the version is loaded."""
+        where = f"{manifest.name} v{manifest.version}"
+        signature = manifest.signature
+        if signature is None:
+            if self.required:
+                raise VersionRefused(
+                    f"{where} is not signed, and this deployment loads only versions signed by {self.key.key_id}; "
+                    "publish it again through the pipeline (it signs)"
+                )
+            return
+        if signature.algorithm != SIGNING_ALGORITHM:
+            raise IntegrityError(f"{where} is signed with {signature.algorithm}, not {SIGNING_ALGORITHM}; refused")
+        try:
+            self._public_key.verify(
+                base64.b64decode(signature.value, validate=True),
+                signed_statement(manifest),
+                ec.ECDSA(hashes.SHA256()),
+            )
+        except (InvalidSignature, ValueError):
+            raise IntegrityError(
+                f"{where}: its signature does not verify with {self.key.key_id}; it was not written by a publisher "
+                "of this store (or was altered since): refusing to load it"
+            ) from None
+
+
+def kms_signing(key_id: str | None, *, required: bool = True) -> ManifestSigning | None:
+    """The signing policy for a configured KMS key id or ARN (None when none is configured: no signatures)."""
+    if not key_id:
+        return None
+    from sklambda.aws import KmsSigningKey  # boto3 only where a key is configured
+
+    return ManifestSigning(KmsSigningKey(key_id), required=required)
