@@ -190,6 +190,21 @@ class S3Objects:
     def delete(self, key: str) -> None:
         self._call("delete_object", key)
 
+    def sizes(self, prefix: str) -> dict[str, int]:
+        """Size of every object under prefix, from the listing alone (no object is read)."""
+        sizes: dict[str, int] = {}
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+                sizes.update({item["Key"][len(self.prefix) :]: int(item["Size"]) for item in page.get("Contents", [])})
+        except ClientError as error:
+            if _error_code(error) == "NoSuchBucket":
+                raise NotFound(f"bucket {self.bucket} does not exist") from None
+            raise StoreUnavailable(f"S3 list on {self.uri(prefix)} failed: {_error_code(error)}") from error
+        except BotoCoreError as error:
+            raise StoreUnavailable(f"S3 list on {self.uri(prefix)} failed: {error}") from error
+        return sizes
+
 
 @functools.cache
 def lambda_client() -> Any:
