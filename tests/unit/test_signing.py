@@ -55,9 +55,16 @@ def key_arn(kms: Any) -> str:
     return new_key(kms)
 
 
+@pytest.fixture(params=["local", "kms"])
+def verify_locally(request: pytest.FixtureRequest) -> bool:
+    """Verification with the cached public key (`cryptography`), or by asking KMS (the Lambda layers)."""
+    return bool(request.param == "local")
+
+
 @pytest.fixture
-def signed_store(key_arn: str, tmp_path: Path) -> ModelStore:
-    return ModelStore(LocalObjects(tmp_path / "store"), signing=ManifestSigning(CountingKey(key_arn)))
+def signed_store(key_arn: str, tmp_path: Path, verify_locally: bool) -> ModelStore:
+    signing = ManifestSigning(CountingKey(key_arn), verify_locally=verify_locally)
+    return ModelStore(LocalObjects(tmp_path / "store"), signing=signing)
 
 
 def test_publish_signs_and_kms_itself_verifies_the_signature(signed_store: ModelStore, kms: Any, key_arn: str) -> None:
@@ -85,7 +92,7 @@ def test_publish_signs_and_kms_itself_verifies_the_signature(signed_store: Model
     assert signed_store.artifact(read, "model.joblib") == b"pickle"
 
 
-def test_the_public_key_is_fetched_once_per_process(signed_store: ModelStore) -> None:
+def test_the_public_key_is_fetched_once_per_process(signed_store: ModelStore, verify_locally: bool) -> None:
     for _ in range(3):
         signed_store.publish(make_manifest(), {"model.joblib": b"pickle"})
     for version in (1, 2, 3):
@@ -93,7 +100,8 @@ def test_the_public_key_is_fetched_once_per_process(signed_store: ModelStore) ->
     assert signed_store.signing is not None
     key = signed_store.signing.key
     assert isinstance(key, CountingKey)
-    assert key.public_key_reads == 1
+    # Locally: one GetPublicKey for three loads; through KMS (kms:Verify per load): none
+    assert key.public_key_reads == (1 if verify_locally else 0)
 
 
 def test_a_forged_version_with_a_resealed_manifest_is_refused_before_unpickling(signed_store: ModelStore) -> None:
@@ -123,10 +131,11 @@ def test_an_unsigned_version_is_refused_when_signatures_are_required(key_arn: st
     assert required.artifact(required.manifest("demo", 2), "model.onnx") == b"graph"
 
 
-def test_a_signature_by_another_key_is_refused(kms: Any, key_arn: str, tmp_path: Path) -> None:
+def test_a_signature_by_another_key_is_refused(kms: Any, key_arn: str, tmp_path: Path, verify_locally: bool) -> None:
     other = ModelStore(LocalObjects(tmp_path), signing=ManifestSigning(KmsSigningKey(new_key(kms))))
     other.publish(make_manifest(), {"model.joblib": b"pickle"})
-    ours = ModelStore(LocalObjects(tmp_path), signing=ManifestSigning(KmsSigningKey(key_arn)))
+    signing = ManifestSigning(KmsSigningKey(key_arn), verify_locally=verify_locally)
+    ours = ModelStore(LocalObjects(tmp_path), signing=signing)
     with pytest.raises(IntegrityError, match="does not verify"):
         ours.artifact(ours.manifest("demo", 1), "model.joblib")
 
@@ -204,7 +213,11 @@ def test_forged_model_is_refused_by_the_sklearn_runtime_and_serving_continues_on
     trained_store: Path,
     key_arn: str,
     tmp_path: Path,
+    verify_locally: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # (without `cryptography`, as in the Lambda layers, the function asks KMS to verify)
+    monkeypatch.setattr("sklambda.signing.can_verify_locally", lambda: verify_locally)
     # Given a signed store: v1 (the trained sample model) serving through the sklearn runtime, and v2, a signed
     # copy of it
     root = tmp_path / "store"

@@ -320,3 +320,20 @@ class KmsSigningKey:
         except (ClientError, BotoCoreError) as error:
             raise StoreUnavailable(f"reading the public key of KMS key {self.key_id} failed: {error}") from error
         return bytes(response["PublicKey"])
+
+    def verify(self, message: bytes, signature: bytes) -> bool:
+        try:
+            response = self.client.verify(
+                KeyId=self.key_id,
+                Message=message,
+                MessageType="RAW",
+                Signature=signature,
+                SigningAlgorithm="ECDSA_SHA_256",
+            )
+        except ClientError as error:
+            if _error_code(error) == "KMSInvalidSignatureException":
+                return False
+            raise StoreUnavailable(f"verifying a signature with KMS key {self.key_id} failed: {error}") from error
+        except BotoCoreError as error:
+            raise StoreUnavailable(f"verifying a signature with KMS key {self.key_id} failed: {error}") from error
+        return bool(response["SignatureValid"])

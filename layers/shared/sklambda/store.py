@@ -98,7 +98,9 @@ class ModelStore:
     @classmethod
     def from_settings(cls, settings: StoreSettings) -> ModelStore:
         """The store the settings name, signing and verifying with their KMS key when one is configured."""
-        from sklambda.signing import kms_signing
+        if not settings.manifest_signing_key:
+            return cls.from_uri(settings.model_store_uri)
+        from sklambda.signing import kms_signing  # only where a key is configured
 
         signing = kms_signing(settings.manifest_signing_key, required=settings.manifest_signatures == "required")
         return cls.from_uri(settings.model_store_uri, signing=signing)
