@@ -112,7 +112,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments.dry_run:
         print(banner(chosen, f"http://{arguments.host}:{arguments.port}"))
         return 0
-    environment = {"MODEL_STORE_URI": chosen.store_uri, "MODEL_NAME": chosen.name, "PREDICT_FUNCTION_NAME": ""}
+    # No signing key on a laptop (the template's key alias exists only in a deployed stack).
+    environment = {
+        "MODEL_STORE_URI": chosen.store_uri,
+        "MODEL_NAME": chosen.name,
+        "PREDICT_FUNCTION_NAME": "",
+        "MANIFEST_SIGNING_KEY": "",
+    }
     if chosen.data_uri:
         environment["DATA_URI"] = chosen.data_uri
     api = local_api.LocalApi(

@@ -52,7 +52,7 @@ from training.budget import Estimate, RunLimits, check_fits, check_time_left, es
 from training.champion import Champion, Outputs
 from training.config import TrainingConfig
 from training.convert import to_onnx
-from training.dataset import CleanReport, LoadedTable, clean, load_table
+from training.dataset import DEFAULT_READ_LIMITS, CleanReport, LoadedTable, ReadLimits, clean, load_table
 from training.evaluate import evaluate, held_out_evaluation, primary_metric
 from training.features import FeatureSet, infer_task, select_features
 from training.lineage import library_versions
@@ -245,7 +245,7 @@ class _RunSteps(Progress):
 def _carry_out(run: TrainingRun, record: RunRecord, steps: _RunSteps) -> None:
     config = run.config
     champion = Champion.of(run.store, run.name, run.alias)
-    table = load(run.data_uri, steps)
+    table = load(run.data_uri, steps, read_limits(run.limits))
     frame = table.frame
     record.data = DataSummary(
         uri=table.uri, sha256=table.sha256, files=len(table.files), rows=len(frame), columns=len(frame.columns)
@@ -280,6 +280,7 @@ def _carry_out(run: TrainingRun, record: RunRecord, steps: _RunSteps) -> None:
         record.status, record.reason = "rejected", refused
         return
     reason = gate.passed_reason(checks)
+    run.store.record_gate_passed(run.name, stored.version, by=by, reason=reason)  # promotable from here on, not before
     if not run.promote:
         record.status = "passed"
         record.reason = f"passed the gate ({reason}); left a candidate (promotion not requested)"
@@ -291,9 +292,14 @@ def _carry_out(run: TrainingRun, record: RunRecord, steps: _RunSteps) -> None:
 # ------------------------------------------------------------------------------------------------ the stages
 
 
-def load(data_uri: str, progress: Progress) -> LoadedTable:
+def read_limits(limits: RunLimits) -> ReadLimits:
+    """What one load may read: fitted to the run's memory (a Lambda), else the laptop defaults."""
+    return DEFAULT_READ_LIMITS if limits.memory_mb is None else ReadLimits.for_memory_mb(limits.memory_mb)
+
+
+def load(data_uri: str, progress: Progress, limits: ReadLimits = DEFAULT_READ_LIMITS) -> LoadedTable:
     with progress.step("load", data_uri) as step:
-        table = load_table(data_uri)
+        table = load_table(data_uri, limits)
         step.done(describe_rows(len(table.frame), len(table.frame.columns), len(table.files)))
     return table
 
@@ -564,7 +570,7 @@ def publish(store: ModelStore, manifest: Manifest, files: dict[str, bytes], prog
     """Store a new immutable version (a candidate until the gate's verdict is recorded)."""
     total = sum(len(data) for data in files.values())
     with progress.step("publish", f"{len(files) + 1} files, {size(total)}") as step:
-        stored = store.publish(manifest, files)
+        stored = store.publish(manifest, files, awaiting_gate=True)
         step.done(f"v{stored.version}: {len(files) + 1} files, {size(total)}")
     return stored
 

@@ -4,8 +4,12 @@ GET  /admin/versions                              versions: created, metric, sta
 GET  /admin/versions/{version}                    one version: manifest, status, aliases
 GET  /admin/versions/{version}/diff/{other}       metrics, contract, data and libraries compared
 GET  /admin/aliases/{alias}                       an alias: version, rollback stack, history of every move
-POST /admin/aliases/{alias}/promote               {"version": 3, "reason": "..."}: after the serving self-test
-POST /admin/aliases/{alias}/rollback              {"reason": "..."}: back to the previous version
+POST /admin/aliases/{alias}/promote               {"version": 3, "reason": "...", "from_version": 2}: after the
+                                                  serving self-test
+POST /admin/aliases/{alias}/rollback              {"reason": "...", "from_version": 3}: back to the previous version
+
+`from_version` (optional, recommended): the version the caller believes is serving. When the alias serves another
+one, 409 and nothing changes: a client retrying a rollback after a timeout rolls back once, not twice.
 
 Thin on purpose: routes and metrics here; the operations live in sklambda.registry (shared with the command
 line), the error replies in sklambda.http (as for every API function).
@@ -38,11 +42,15 @@ class PromoteRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     version: int = Field(ge=1)
     reason: str = Field(min_length=1, max_length=1000)
+    # The version the caller believes is serving: 409, nothing changed, when the alias serves another one.
+    from_version: int | None = Field(default=None, ge=1)
 
 
 class RollbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     reason: str = Field(min_length=1, max_length=1000)
+    # The version the caller believes is serving (to roll back from): 409, nothing changed, when it is not.
+    from_version: int | None = Field(default=None, ge=1)
 
 
 def _model() -> str:
@@ -98,7 +106,14 @@ def alias_history(alias: str) -> dict[str, Any]:
 def promote(alias: str) -> dict[str, Any]:
     request = _body(PromoteRequest)
     change = registry.promote(
-        store, _model(), request.version, alias=alias, by=_caller(), reason=request.reason, check=serving_check
+        store,
+        _model(),
+        request.version,
+        alias=alias,
+        by=_caller(),
+        reason=request.reason,
+        check=serving_check,
+        from_version=request.from_version,
     )
     if change.moved:
         metrics.add_metric(name=metric_names.ALIAS_PROMOTED, unit=MetricUnit.Count, value=1)
@@ -109,7 +124,15 @@ def promote(alias: str) -> dict[str, Any]:
 @app.post("/admin/aliases/<alias>/rollback")
 def rollback(alias: str) -> dict[str, Any]:
     request = _body(RollbackRequest)
-    change = registry.rollback(store, _model(), alias=alias, by=_caller(), reason=request.reason, check=serving_check)
+    change = registry.rollback(
+        store,
+        _model(),
+        alias=alias,
+        by=_caller(),
+        reason=request.reason,
+        check=serving_check,
+        from_version=request.from_version,
+    )
     metrics.add_metric(name=metric_names.ALIAS_ROLLED_BACK, unit=MetricUnit.Count, value=1)
     logger.info("alias rolled back", extra={"change": change.model_dump(mode="json")})
     return change.model_dump(mode="json")

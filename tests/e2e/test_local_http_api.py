@@ -33,6 +33,8 @@ def api(local_store_copy: Path) -> Iterator[LocalApi]:
         # The retrain gate runs the serving self-test in-process: a synchronous function-to-function call would
         # wait on the runner's one-invocation-at-a-time lock that the calling function holds.
         "PREDICT_FUNCTION_NAME": "",
+        # A laptop store has no signing key (the template's key alias exists only in a deployed stack).
+        "MANIFEST_SIGNING_KEY": "",
     }
     # lambda_port=0: the Lambda Invoke API on a free port; POST /retrain queues its run through it.
     with LocalApi(REPO / "template.yaml", port=0, lambda_port=0, env_overrides=overrides) as local_api:

@@ -52,7 +52,7 @@ def test_promote_serve_roll_back_serve_again_from_the_command_line(
         ("2", "promoted", "champion"),
         ("1", "promoted", "champion (rollback)"),
     ]
-    assert rows[0][3].startswith("published")
+    assert rows[0][3].startswith("passed the gate")  # a verdict recorded: promotable
     assert rows[2][3] == "first version: no champion to compare with"
     assert served_version(app, lambda_context) == 2
 

@@ -25,7 +25,13 @@ from tests.template.conftest import (
 pytestmark = pytest.mark.template
 
 SERVING_ALARMS = ["Predict5xxAlarm", "PredictLatencyAlarm", "PredictErrorsAlarm", "ModelLoadRefusedAlarm"]
-ALL_ALARMS = [*SERVING_ALARMS, "RetrainFailedAlarm", "RetrainDeadLettersAlarm", "GuardFailedAlarm"]
+ALL_ALARMS = [
+    *SERVING_ALARMS,
+    "RetrainFailedAlarm",
+    "RetrainDeadLettersAlarm",
+    "GuardFailedAlarm",
+    "GuardDeadLettersAlarm",
+]
 FUNCTIONS = ["PredictFunction", "RetrainFunction", "AdminFunction", "GuardFunction", "PredictPreTrafficFunction"]
 PREDICTION_ROUTES = [("/predict", "post"), ("/model", "get"), ("/openapi.json", "get")]
 BUCKET = "arn:aws:s3:::model-bucket"
@@ -150,7 +156,7 @@ def test_each_role_allows_exactly_what_its_function_needs(cfn: dict[str, Any]) -
     assert allowed(role_of(resources, "PredictFunction")) == {"s3:GetObject": {models}, "s3:ListBucket": {BUCKET}}
     assert allowed(role_of(resources, "RetrainFunction")) == {
         "s3:GetObject": {data, models},
-        "s3:PutObject": {models},
+        "s3:PutObject": {f"{BUCKET}/models/penguins/*"},  # its own model only
         "s3:ListBucket": {BUCKET},
         "lambda:InvokeFunction": {
             "Ref:PredictFunctionAliaslive",
@@ -262,10 +268,11 @@ def test_bucket_is_private_encrypted_versioned_and_tls_only(cfn: dict[str, Any])
     assert properties["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
     # And the bucket outlives the stack (models are data, not infrastructure)
     assert (bucket["DeletionPolicy"], bucket["UpdateReplacePolicy"]) == ("Retain", "Retain")
-    # And its policy denies every request that does not use TLS, on the bucket and on every object
+    # And its policy denies every request that does not use TLS, on the bucket and on every object (its other
+    # statements, on model writes, are read in tests/template/test_model_integrity.py)
     policy = cfn["Resources"]["ModelBucketPolicy"]["Properties"]
     assert policy["Bucket"] == {"Ref": "ModelBucket"}
-    (statement,) = policy["PolicyDocument"]["Statement"]
+    (statement,) = [s for s in policy["PolicyDocument"]["Statement"] if s["Sid"] == "DenyInsecureTransport"]
     assert (statement["Effect"], statement["Principal"], statement["Action"]) == ("Deny", "*", "s3:*")
     assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
     assert {render(resource) for resource in statement["Resource"]} == {"GetAtt:ModelBucket.Arn", f"{BUCKET}/*"}

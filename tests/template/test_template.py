@@ -424,11 +424,13 @@ def test_retrain_role_reads_data_and_models_and_writes_only_models(
     statements = role_statements("RetrainFunction")
     s3_statements = [s for s in statements if any(a.startswith("s3:") for a in s["Action"])]
     # When collecting its S3 permissions
-    # Then it reads training data and models, writes only models, and lists only those two prefixes
+    # Then it reads training data and models, writes only its own model, and lists only those two prefixes
     assert _s3_actions(s3_statements) == {"s3:GetObject", "s3:PutObject", "s3:ListBucket"}
     data, models = f"arn:aws:s3:::{fake.bucket}/data/*", f"arn:aws:s3:::{fake.bucket}/models/*"
     assert _rendered_resources(s3_statements, "s3:GetObject", render) == {data, models}
-    assert _rendered_resources(s3_statements, "s3:PutObject", render) == {models}
+    assert _rendered_resources(s3_statements, "s3:PutObject", render) == {
+        f"arn:aws:s3:::{fake.bucket}/models/penguins/*"
+    }
     assert _rendered_resources(s3_statements, "s3:ListBucket", render) == {f"arn:aws:s3:::{fake.bucket}"}
 
 

@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import boto3
 import pytest
 
+from sklambda import aws
+from sklambda.aws import KmsSigningKey
 from sklambda.contract import DataContract, Feature
-from sklambda.errors import AliasConflict, IntegrityError, NotFound, PreconditionFailed, VersionRefused
-from sklambda.manifest import DataFingerprint, GoldenSample, Manifest, Metric, RuntimeSupport, StatusRecord
+from sklambda.errors import AliasConflict, IntegrityError, NotFound, VersionRefused
+from sklambda.manifest import (
+    DataFingerprint,
+    GoldenSample,
+    Manifest,
+    Metric,
+    RuntimeSupport,
+    StatusRecord,
+    sha256_hex,
+)
+from sklambda.objects import Blob, ObjectStore
+from sklambda.signing import ManifestSigning
 from sklambda.store import ModelStore
 
 pytestmark = pytest.mark.unit
@@ -49,16 +64,56 @@ def test_publish_assigns_increasing_versions_and_records_checksums(store: ModelS
     assert store.status("demo", 1).status == "candidate"
 
 
+class RecordingObjects:
+    """An ObjectStore that records each write's key and condition."""
+
+    def __init__(self, inner: ObjectStore, hide_from_listing: str = "") -> None:
+        self.inner = inner
+        self.hide_from_listing = hide_from_listing
+        self.writes: list[tuple[str, str | None, bool]] = []
+
+    def put(self, key: str, data: bytes, *, if_match: str | None = None, if_none_match: bool = False) -> str:
+        self.writes.append((key, if_match, if_none_match))
+        return self.inner.put(key, data, if_match=if_match, if_none_match=if_none_match)
+
+    def uri(self, key: str = "") -> str:
+        return self.inner.uri(key)
+
+    def get(self, key: str) -> Blob:
+        return self.inner.get(key)
+
+    def get_if_changed(self, key: str, etag: str | None) -> Blob | None:
+        return self.inner.get_if_changed(key, etag)
+
+    def list(self, prefix: str) -> list[str]:
+        # A listing that lags behind (another publisher's claim not visible yet), when asked to hide one
+        listed = self.inner.list(prefix)
+        return [key for key in listed if not (self.hide_from_listing and key.startswith(self.hide_from_listing))]
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(key)
+
+
 def test_versions_are_never_overwritten(store: ModelStore) -> None:
-    # Given a published version
-    manifest = store.publish(make_manifest(), {"model.bin": b"one"})
+    # Given v1, published by another publisher whose claim this one's listing does not show yet
+    original = store.publish(make_manifest(), {"model.bin": b"one"})
+    recording = RecordingObjects(store.objects, hide_from_listing="demo/versions/000001/")
+    racing = ModelStore(recording)
 
-    # When something tries to write its files again
-    with pytest.raises(PreconditionFailed):
-        store.objects.put("demo/versions/000001/model.bin", b"evil", if_none_match=True)
+    # When this publisher publishes, believing number 1 is free
+    second = racing.publish(make_manifest(), {"model.bin": b"two"})
 
-    # Then the stored bytes are unchanged
-    assert store.artifact(manifest, "model.bin") == b"one"
+    # Then it lost the claim on 1 and took 2, v1's bytes are untouched...
+    assert second.version == 2
+    assert store.artifact(store.manifest("demo", 1), "model.bin") == b"one"
+    assert store.manifest("demo", 1) == original
+    # ...and every write of a version file it made was create-only (the status file is the one mutable file)
+    version_files = [(key, if_none_match) for key, _, if_none_match in recording.writes if "/versions/" in key]
+    assert version_files
+    assert all(if_none_match for _, if_none_match in version_files), version_files
+    # A writer that does not send If-None-Match is stopped by the bucket policy in the cloud (tests/template);
+    # should one get through, its bytes are refused on read (test_tampered_artifact_is_refused, and signatures:
+    # tests/unit/test_signing.py).
 
 
 def test_a_version_without_manifest_is_not_listed(store: ModelStore) -> None:
@@ -85,8 +140,8 @@ def test_tampered_artifact_is_refused(store: ModelStore) -> None:
         store.artifact(manifest, "model.bin")
 
 
-def test_tampered_manifest_is_refused(store: ModelStore) -> None:
-    # Given a manifest edited after publish (metrics inflated)
+def test_an_edited_manifest_that_was_not_resealed_fails_its_checksum(store: ModelStore) -> None:
+    # Given a manifest edited after publish (metrics inflated), without recomputing its checksum
     store.publish(make_manifest(), {"model.bin": b"x"})
     blob = store.objects.get("demo/versions/000001/manifest.json")
     store.objects.put("demo/versions/000001/manifest.json", blob.data.replace(b'"accuracy":0.9', b'"accuracy":1.0'))
@@ -94,6 +149,36 @@ def test_tampered_manifest_is_refused(store: ModelStore) -> None:
     # Then it no longer verifies
     with pytest.raises(IntegrityError, match="checksum"):
         store.manifest("demo", 1)
+
+
+@pytest.fixture
+def signing_key(aws_mock: None) -> Iterator[KmsSigningKey]:
+    aws.kms_client.cache_clear()
+    kms = boto3.client("kms", region_name="us-east-1")
+    yield KmsSigningKey(kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"])
+    aws.kms_client.cache_clear()
+
+
+def test_tampered_manifest_is_refused(store: ModelStore, signing_key: KmsSigningKey) -> None:
+    # Given a version published by a store that signs
+    signed = ModelStore(store.objects, signing=ManifestSigning(signing_key))
+    signed.publish(make_manifest(), {"model.joblib": b"pickle"})
+
+    # When someone with write access replaces the pickle and re-seals the manifest (its checksum recomputed)
+    tampered = signed.manifest("demo", 1).model_copy(
+        update={"artifacts": {"model.joblib": sha256_hex(b"evil")}, "metrics": {"accuracy": 1.0}}
+    )
+    store.objects.put("demo/versions/000001/model.joblib", b"evil")
+    store.objects.put(
+        "demo/versions/000001/manifest.json", tampered.model_copy(update={"manifest_sha256": None}).sealed()
+    )
+
+    # Then the checksum alone cannot tell (it proves integrity, not authorship)...
+    reread = signed.manifest("demo", 1)
+    assert reread.metrics == {"accuracy": 1.0}
+    # ...but the signature does: the pickle is refused before anything loads it
+    with pytest.raises(IntegrityError, match="signature does not verify"):
+        signed.artifact(reread, "model.joblib")
 
 
 def test_promote_and_rollback_keep_a_history(store: ModelStore) -> None:

@@ -42,7 +42,9 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
 
 
 def open_store(args: argparse.Namespace) -> ModelStore:
-    return ModelStore.from_uri(args.store)
+    # $MANIFEST_SIGNING_KEY (a KMS key the caller may use): sign what this command publishes, verify what it loads.
+    settings = cli_settings().model_copy(update={"model_store_uri": args.store})
+    return ModelStore.from_settings(settings)
 
 
 def who(command: str) -> str:

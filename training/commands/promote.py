@@ -23,6 +23,12 @@ def register(commands: Any) -> None:
     parser.add_argument("version", type=int, help="version number")
     add_registry_options(parser, json_output=False)
     add_serving_check_options(parser)
+    parser.add_argument(
+        "--from-version",
+        type=int,
+        default=None,
+        help="the version you believe the alias serves now: if it serves another, nothing changes (exit 1)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -36,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
         by=who("python -m training promote"),
         reason=args.reason,
         check=serving_check_for(args, store),
+        from_version=args.from_version,
     )
     if not change.moved:
         print(f"{change.alias} of {change.model} already points at v{change.version}; nothing changed")

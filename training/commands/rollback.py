@@ -20,6 +20,12 @@ def register(commands: Any) -> None:
     )
     add_registry_options(parser, json_output=False)
     add_serving_check_options(parser)
+    parser.add_argument(
+        "--from-version",
+        type=int,
+        default=None,
+        help="the version you believe the alias serves now: if it serves another, nothing changes (exit 1)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -32,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
         by=who("python -m training rollback"),
         reason=args.reason,
         check=serving_check_for(args, store),
+        from_version=args.from_version,
     )
     print(f"{change.alias} of {change.model}: v{change.from_version} → v{change.version} (rolled back)")
     print(f"  v{change.from_version} is now retired; rollback stack: {change.previous or 'empty'}")

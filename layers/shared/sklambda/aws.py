@@ -190,6 +190,21 @@ class S3Objects:
     def delete(self, key: str) -> None:
         self._call("delete_object", key)
 
+    def sizes(self, prefix: str) -> dict[str, int]:
+        """Size of every object under prefix, from the listing alone (no object is read)."""
+        sizes: dict[str, int] = {}
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+                sizes.update({item["Key"][len(self.prefix) :]: int(item["Size"]) for item in page.get("Contents", [])})
+        except ClientError as error:
+            if _error_code(error) == "NoSuchBucket":
+                raise NotFound(f"bucket {self.bucket} does not exist") from None
+            raise StoreUnavailable(f"S3 list on {self.uri(prefix)} failed: {_error_code(error)}") from error
+        except BotoCoreError as error:
+            raise StoreUnavailable(f"S3 list on {self.uri(prefix)} failed: {error}") from error
+        return sizes
+
 
 @functools.cache
 def lambda_client() -> Any:
@@ -266,3 +281,59 @@ def report_hook_status(deployment_id: str, execution_id: str, *, passed: bool) -
         )
     except (ClientError, BotoCoreError) as error:
         raise StoreUnavailable(f"reporting the hook status to CodeDeploy failed: {error}") from error
+
+
+# ------------------------------------------------------------------ KMS: manifest signing (sklambda.signing)
+
+
+@functools.cache
+def kms_client() -> Any:
+    return _session().create_client("kms", config=_CLIENT_CONFIG)
+
+
+class KmsSigningKey:
+    """An AWS KMS asymmetric key (ECC_NIST_P256, SIGN_VERIFY). The key policy decides who may Sign (the publishing
+    roles) and who may fetch the public half (the readers, which verify locally)."""
+
+    def __init__(self, key_id: str, client: Any = None) -> None:
+        self.key_id = key_id
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = kms_client()
+        return self._client
+
+    def sign(self, message: bytes) -> bytes:
+        try:
+            response = self.client.sign(
+                KeyId=self.key_id, Message=message, MessageType="RAW", SigningAlgorithm="ECDSA_SHA_256"
+            )
+        except (ClientError, BotoCoreError) as error:
+            raise StoreUnavailable(f"signing the manifest with KMS key {self.key_id} failed: {error}") from error
+        return bytes(response["Signature"])
+
+    def public_key_der(self) -> bytes:
+        try:
+            response = self.client.get_public_key(KeyId=self.key_id)
+        except (ClientError, BotoCoreError) as error:
+            raise StoreUnavailable(f"reading the public key of KMS key {self.key_id} failed: {error}") from error
+        return bytes(response["PublicKey"])
+
+    def verify(self, message: bytes, signature: bytes) -> bool:
+        try:
+            response = self.client.verify(
+                KeyId=self.key_id,
+                Message=message,
+                MessageType="RAW",
+                Signature=signature,
+                SigningAlgorithm="ECDSA_SHA_256",
+            )
+        except ClientError as error:
+            if _error_code(error) == "KMSInvalidSignatureException":
+                return False
+            raise StoreUnavailable(f"verifying a signature with KMS key {self.key_id} failed: {error}") from error
+        except BotoCoreError as error:
+            raise StoreUnavailable(f"verifying a signature with KMS key {self.key_id} failed: {error}") from error
+        return bool(response["SignatureValid"])

@@ -4,6 +4,10 @@ When one of the serving alarms goes to ALARM within a watch window after the ali
 back to the version it served before, through the store's compare-and-swap rollback (the move is recorded in the
 alias history with the alarm as its reason). Outside the window, or after a rollback, nothing is undone: the
 alarm is then about something else, and a human decides.
+
+The rollback is a compare-and-swap on the alias state the decision was made on: if anything moved the alias
+after the guard read it (another guard for the same alarm, a retry of this one, an operator's hotfix), the guard
+changes nothing and says so. Two alarms about one bad model therefore roll back one step, not two.
 """
 
 from __future__ import annotations
@@ -58,10 +62,16 @@ def on_alarm(
         )
     reason = f"alarm {alarm_name} fired {age:.0f} s after v{last.to_version} was promoted (watch {watch_seconds:.0f} s)"
     try:
-        record = store.rollback(name, alias=alias, by=f"promotion guard (alarm {alarm_name})", reason=reason)
+        record = store.rollback(
+            name, alias=alias, by=f"promotion guard (alarm {alarm_name})", reason=reason, expected=state
+        )
     except AliasConflict:
-        # Someone moved the alias meanwhile: their move is newer than the one this alarm is about.
-        return GuardDecision(False, f"{alias!r} moved again while rolling back: left as it is ({reason})")
+        # Someone moved the alias after we judged it (another guard, an operator): their move is newer than the
+        # state this alarm was judged on, so it stands.
+        return GuardDecision(
+            False,
+            f"{alias!r} moved after the guard judged v{last.to_version}: left as it is, nothing changed ({reason})",
+        )
     except VersionRefused as error:
         return GuardDecision(False, f"cannot roll back: {error}")
     logger.warning("rolled %s %s back from v%s to v%s: %s", name, alias, last.to_version, record.version, reason)

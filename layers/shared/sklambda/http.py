@@ -80,7 +80,7 @@ def bootstrap[S: StoreSettings](settings_type: type[S], *, metrics: Metrics | No
     # mistake to warn about.
     warnings.filterwarnings("ignore", message="No application metrics to publish")
     settings = settings_type.from_env()
-    return Bootstrap(Logger(), metrics or Metrics(), settings, ModelStore.from_uri(settings.model_store_uri))
+    return Bootstrap(Logger(), metrics or Metrics(), settings, ModelStore.from_settings(settings))
 
 
 def request_id(event: Mapping[str, Any], context: Any) -> str:

@@ -94,9 +94,20 @@ class HeldOutEvaluation(BaseModel):
     importance: list[FeatureImportance] = Field(default_factory=list)
 
 
+class ManifestSignature(BaseModel):
+    """Who published the version: a signature by the store's signing key (an AWS KMS asymmetric key) over the
+    manifest's name, version and checksum (sklambda.signing). Not covered by the checksum it signs."""
+
+    key_id: str
+    algorithm: str
+    value: str = Field(description="base64 of the signature bytes")
+
+
 # Fields added after manifests were first written: left out of the stored JSON and of the checksum while unset,
 # so that every manifest written before them still verifies.
-ADDED_LATER = frozenset({"held_out"})
+ADDED_LATER = frozenset({"held_out", "signature"})
+# Fields the checksum never covers: the checksum itself, and the signature made over it.
+_NOT_CHECKSUMMED = frozenset({"manifest_sha256", "signature"})
 
 
 class Manifest(BaseModel):
@@ -121,12 +132,13 @@ class Manifest(BaseModel):
     held_out: HeldOutEvaluation | None = None
     artifacts: dict[str, str] = Field(default_factory=dict, description="file name → sha256")
     manifest_sha256: str | None = None
+    signature: ManifestSignature | None = None
 
     def _unset_later_fields(self) -> set[str]:
         return {name for name in ADDED_LATER if getattr(self, name) is None}
 
     def body_sha256(self) -> str:
-        body = self.model_dump(mode="json", exclude={"manifest_sha256", *self._unset_later_fields()})
+        body = self.model_dump(mode="json", exclude={*_NOT_CHECKSUMMED, *self._unset_later_fields()})
         return sha256_hex(canonical_json(body))
 
     def sealed(self) -> bytes:
@@ -139,6 +151,9 @@ class Manifest(BaseModel):
         return self.metrics[self.metric.name]
 
 
+GateVerdict = Literal["pending", "passed"]
+
+
 class StatusRecord(BaseModel):
     """A version's lifecycle state, the one mutable file of a version (the alias records what serves)."""
 
@@ -148,6 +163,10 @@ class StatusRecord(BaseModel):
     by: str = "unknown"
     # Set by retention before it deletes the version's files: such a version can no longer be promoted.
     deleted: bool = False
+    # A candidate's gate verdict: "pending" from publish until the pipeline records "passed" (a failed gate makes
+    # the version "rejected"). A pending candidate cannot be promoted: its run may have died before the verdict.
+    # None: a status written before verdicts were recorded (promotable, as it was then).
+    gate: GateVerdict | None = None
 
 
 class VersionClaim(BaseModel):

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from sklambda.errors import NotFound, PreconditionFailed
 
@@ -51,6 +51,15 @@ class ObjectStore(Protocol):
         ...
 
     def delete(self, key: str) -> None: ...
+
+
+@runtime_checkable
+class SizedListing(Protocol):
+    """A store that can list object sizes without reading the objects (both backends here can)."""
+
+    def sizes(self, prefix: str) -> dict[str, int]:
+        """Size in bytes of every key under prefix (recursive)."""
+        ...
 
 
 def _etag_of(data: bytes) -> str:
@@ -142,6 +151,9 @@ class LocalObjects:
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._path(key).unlink()
+
+    def sizes(self, prefix: str) -> dict[str, int]:
+        return {key: self._path(key).stat().st_size for key in self.list(prefix)}
 
 
 def open_object_store(uri: str) -> ObjectStore:

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from sklambda.contract import DataContract, Feature
-from sklambda.errors import ConfigError, NotFound
+from sklambda.errors import AliasConflict, ConfigError, NotFound
 from sklambda.manifest import AliasMove, AliasRecord, Manifest, Metric, StatusRecord, VersionStatus
 from sklambda.runtimes import RuntimeName
 from sklambda.store import CLAIM, STATUS, ModelStore
@@ -244,10 +244,27 @@ class AliasChange(BaseModel):
 
 
 def promote(
-    store: ModelStore, name: str, version: int, *, alias: str, by: str, reason: str, check: ServingCheck | None
+    store: ModelStore,
+    name: str,
+    version: int,
+    *,
+    alias: str,
+    by: str,
+    reason: str,
+    check: ServingCheck | None,
+    from_version: int | None = None,
 ) -> AliasChange:
-    """Point `alias` at `version` once `check` (the serving runtime) accepts it; a no-op if it already does."""
+    """Point `alias` at `version` once `check` (the serving runtime) accepts it; a no-op if it already does.
+
+    `from_version`: the version the caller believes the alias serves; if it serves another one, AliasConflict
+    and nothing changes (a retry of a promotion that already landed is the no-op above, not a conflict)."""
     before = store.alias(name, alias)
+    if from_version is not None and (before is None or before.record.version not in {from_version, version}):
+        serving = f"v{before.record.version}" if before is not None else "nothing yet"
+        raise AliasConflict(
+            f"alias {alias!r} of {name} serves {serving}, not v{from_version}: it moved since you looked; "
+            "nothing was changed"
+        )
     record = store.promote(name, version, alias=alias, by=by, reason=reason, expected=before, check=check)
     moved = before is None or before.record != record
     return AliasChange(
@@ -262,10 +279,20 @@ def promote(
 
 
 def rollback(
-    store: ModelStore, name: str, *, alias: str, by: str, reason: str, check: ServingCheck | None
+    store: ModelStore,
+    name: str,
+    *,
+    alias: str,
+    by: str,
+    reason: str,
+    check: ServingCheck | None,
+    from_version: int | None = None,
 ) -> AliasChange:
-    """Point `alias` back at the version it served before its last promotion."""
-    record = store.rollback(name, alias=alias, by=by, reason=reason, check=check)
+    """Point `alias` back at the version it served before its last promotion.
+
+    `from_version`: the version the caller believes the alias serves (the one to roll back from). When given,
+    the rollback happens only if the alias still serves it, so a retried request rolls back once."""
+    record = store.rollback(name, alias=alias, by=by, reason=reason, check=check, from_version=from_version)
     move = record.history[-1]
     return AliasChange(
         model=name,

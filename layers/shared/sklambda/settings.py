@@ -51,6 +51,17 @@ class StoreSettings(_FromEnv):
     # Which model to serve or retrain; optional on a laptop when the store holds a single model.
     model_name: str | None = Field(default=None, min_length=1)
     model_alias: str = Field(default=DEFAULT_ALIAS, min_length=1)
+    # AWS KMS asymmetric key (id, ARN or alias) that signs every manifest this process publishes and verifies a
+    # version's manifest before a pickled artifact of it loads (sklambda.signing). Unset or empty: no signatures.
+    manifest_signing_key: str | None = None
+    # With a key: "required" refuses unsigned versions; "optional" verifies signed ones and accepts unsigned ones
+    # (a store whose older versions predate signing).
+    manifest_signatures: Literal["required", "optional"] = "required"
+
+    @field_validator("manifest_signing_key", mode="before")
+    @classmethod
+    def _empty_key_is_unset(cls, value: object) -> object:
+        return value or None
 
 
 class ServingSettings(StoreSettings):

@@ -3,14 +3,20 @@
 Layout under the store root (a local folder or s3://bucket/prefix), per model name:
 
     <name>/versions/000001/claim.json       the version number and when it was taken (a create-only write)
-    <name>/versions/000001/model.onnx       artifacts, each written create-only (never overwritten)
+    <name>/versions/000001/model.onnx       artifacts (named model.*), each written create-only (never overwritten)
     <name>/versions/000001/model.joblib
-    <name>/versions/000001/manifest.json    written last, with the sha256 of every artifact and of itself
+    <name>/versions/000001/manifest.json    written last, with the sha256 of every artifact and of itself, and
+                                            (when the store has a signing key) the publisher's signature
     <name>/versions/000001/status.json      candidate / promoted / rejected / retired, with the reason
     <name>/aliases/champion.json            version served under this alias, rollback stack, move history
 
 A version exists for readers only once its manifest is there and verifies, so a crash at any point leaves no
 version that looks complete but is not. Aliases move by compare-and-swap on the alias object's etag.
+
+In the cloud, the bucket policy holds S3 to the same rules (template.yaml, ModelBucketPolicy): only the stack's
+publishing roles may write under the models prefix, version files only with If-None-Match, aliases and locks only
+with If-Match or If-None-Match. Signatures (sklambda.signing) cover what a policy cannot: a pickled artifact loads
+only if a publisher signed its manifest.
 
 Deleting a version (retention) runs the other way round: its status becomes a "deleted" tombstone first, then the
 manifest goes (the version stops existing for readers), then its artifacts. claim.json and status.json stay, so
@@ -22,6 +28,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
@@ -44,10 +51,19 @@ from sklambda.manifest import (
 )
 from sklambda.objects import ObjectStore, open_object_store
 
+if TYPE_CHECKING:
+    from sklambda.settings import StoreSettings
+    from sklambda.signing import ManifestSigning
+
 MANIFEST = "manifest.json"
 STATUS = "status.json"
 CLAIM = "claim.json"
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# Artifacts are named model.<kind>: the bucket policy makes `versions/*/model.*` create-only, by name.
+ARTIFACT_PREFIX = "model."
+# Artifacts whose loading runs code from the file (unpickling): loaded only after the manifest's signature
+# verifies, when the store has a signing key.
+CODE_ARTIFACT_SUFFIXES = (".joblib", ".pkl", ".pickle")
 _MAX_VERSION_CLAIMS = 50
 _MAX_HISTORY = 500
 # Rollback can step back this many promotions. Bounded because every version on a rollback stack is protected
@@ -70,12 +86,24 @@ class AliasState:
 
 
 class ModelStore:
-    def __init__(self, objects: ObjectStore) -> None:
+    def __init__(self, objects: ObjectStore, *, signing: ManifestSigning | None = None) -> None:
         self.objects = objects
+        # None: manifests are neither signed nor verified (a laptop store without a key).
+        self.signing = signing
 
     @classmethod
-    def from_uri(cls, uri: str) -> ModelStore:
-        return cls(open_object_store(uri))
+    def from_uri(cls, uri: str, *, signing: ManifestSigning | None = None) -> ModelStore:
+        return cls(open_object_store(uri), signing=signing)
+
+    @classmethod
+    def from_settings(cls, settings: StoreSettings) -> ModelStore:
+        """The store the settings name, signing and verifying with their KMS key when one is configured."""
+        if not settings.manifest_signing_key:
+            return cls.from_uri(settings.model_store_uri)
+        from sklambda.signing import kms_signing  # only where a key is configured
+
+        signing = kms_signing(settings.manifest_signing_key, required=settings.manifest_signatures == "required")
+        return cls.from_uri(settings.model_store_uri, signing=signing)
 
     @property
     def uri(self) -> str:
@@ -97,13 +125,18 @@ class ModelStore:
 
     # ------------------------------------------------------------------ versions
 
-    def publish(self, manifest: Manifest, files: dict[str, bytes]) -> Manifest:
+    def publish(self, manifest: Manifest, files: dict[str, bytes], *, awaiting_gate: bool = False) -> Manifest:
         """Store a new version: take the next number, write every file create-only, then the sealed manifest.
 
         `manifest.version` and `manifest.artifacts` are filled in here. Returns the stored manifest.
+        `awaiting_gate`: the version is a candidate a gate still has to judge; it cannot be promoted until
+        `record_gate_passed` (a run that dies before its verdict leaves an unpromotable candidate).
         """
         if MANIFEST in files:
             raise ValueError(f"{MANIFEST} is written by the store, not passed as a file")
+        for file in files:
+            if not check_name("file", file).startswith(ARTIFACT_PREFIX):
+                raise InvalidName(f"artifact {file!r}: artifacts are named {ARTIFACT_PREFIX}<kind> (e.g. model.onnx)")
         version = self._claim_version(manifest.name)
         for file, data in files.items():
             self.objects.put(
@@ -112,9 +145,15 @@ class ModelStore:
         stored = manifest.model_copy(
             update={"version": version, "artifacts": {file: sha256_hex(data) for file, data in files.items()}}
         )
+        if self.signing is not None:
+            stored = self.signing.sign(stored)  # before any version file a reader could see completes it
         self.objects.put(
             self._version_key(manifest.name, version, STATUS),
-            _dump(StatusRecord(status="candidate", reason="published")),
+            _dump(
+                StatusRecord(status="candidate", reason="published; waiting for the gate's verdict", gate="pending")
+                if awaiting_gate
+                else StatusRecord(status="candidate", reason="published")
+            ),
             if_none_match=True,
         )
         # The manifest goes last: from this write on, the version is complete and visible.
@@ -183,8 +222,13 @@ class ModelStore:
             manifest = Manifest.model_validate_json(blob.data)
         except ValidationError as error:
             raise IntegrityError(f"manifest of {name} v{version} is unreadable: {error.error_count()} errors") from None
-        if manifest.manifest_sha256 != manifest.body_sha256() or manifest.version != version:
+        if manifest.manifest_sha256 != manifest.body_sha256():
             raise IntegrityError(f"manifest of {name} v{version} does not match its checksum")
+        if manifest.name != name or manifest.version != version:
+            # A manifest copied from elsewhere (another model, an older version) verifies on its own: refuse it.
+            raise IntegrityError(
+                f"the manifest stored as {name} v{version} describes {manifest.name} v{manifest.version}; refused"
+            )
         return manifest
 
     def artifact(self, manifest: Manifest, file: str) -> bytes:
@@ -192,6 +236,9 @@ class ModelStore:
         expected = manifest.artifacts.get(file)
         if expected is None:
             raise NotFound(f"{manifest.name} v{manifest.version} has no artifact {file!r}")
+        if self.signing is not None and file.endswith(CODE_ARTIFACT_SUFFIXES):
+            # Unpickling runs code: only what a publisher signed (the signature covers this file's sha256).
+            self.signing.verify(manifest)
         data = self.objects.get(self._version_key(manifest.name, manifest.version, file)).data
         actual = sha256_hex(data)
         if actual != expected:
@@ -210,6 +257,13 @@ class ModelStore:
     def set_status(self, name: str, version: int, record: StatusRecord) -> None:
         self.manifest(name, version)  # only complete versions have a status
         self.objects.put(self._version_key(name, version, STATUS), _dump(record))
+
+    def record_gate_passed(self, name: str, version: int, *, by: str, reason: str) -> None:
+        """The gate's verdict for a candidate: passed, so the version may be promoted (now or later). A failed
+        gate sets the status "rejected" instead."""
+        self.set_status(
+            name, version, StatusRecord(status="candidate", reason=f"passed the gate: {reason}", by=by, gate="passed")
+        )
 
     def delete_version(self, name: str, version: int) -> list[str]:
         """Delete a version's manifest, then its artifacts. Only a version whose status is already a deleted
@@ -321,6 +375,11 @@ class ModelStore:
             raise VersionRefused(f"{name} v{version} is being deleted ({status.reason}); it cannot be promoted")
         if status.status == "rejected":
             raise VersionRefused(f"{name} v{version} was rejected ({status.reason}); it cannot be promoted")
+        if status.status == "candidate" and status.gate == "pending":
+            raise VersionRefused(
+                f"{name} v{version} has no gate verdict (its run stopped after publishing it, or is still gating); "
+                "it cannot be promoted: train again, or wait for the run to finish"
+            )
 
     def _undo_if_deleted_meanwhile(
         self, name: str, alias: str, record: AliasRecord, etag: str, before: AliasState | None
@@ -356,14 +415,26 @@ class ModelStore:
         by: str,
         reason: str,
         check: Callable[[Manifest], None] | None = None,
+        expected: AliasState | None = None,
+        from_version: int | None = None,
     ) -> AliasRecord:
         """Point `alias` back at the version it served before the last promotion (pops the rollback stack).
 
+        A compare-and-swap on the state the decision was made on: with `expected` (the alias state the caller
+        judged), the swap happens only if the alias has not moved since, to the etag; with `from_version` (the
+        version the caller believes is serving), only if the alias still points there. Otherwise AliasConflict
+        is raised and nothing changes, so two callers deciding on one state roll back once, not twice.
+
         `check` may refuse the target (the serving runtime must still be able to load it). The version rolled
         back from becomes "retired", the target "promoted" again."""
-        current = self.alias(name, alias)
+        current = self.alias(name, alias) if expected is None else expected
         if current is None:
             raise NotFound(f"alias {alias!r} of {name} does not exist; nothing to roll back")
+        if from_version is not None and current.record.version != from_version:
+            raise AliasConflict(
+                f"alias {alias!r} of {name} serves v{current.record.version}, not v{from_version}: it moved since the "
+                "rollback was decided (perhaps this very rollback, retried); nothing was changed"
+            )
         if not current.record.previous:
             raise VersionRefused(f"alias {alias!r} of {name} has no previous version to roll back to")
         target = current.record.previous[-1]
