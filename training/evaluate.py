@@ -35,9 +35,12 @@ GREATER_IS_BETTER = {
     "balanced_accuracy": True,
     "f1_macro": True,
     "log_loss": False,
+    "roc_auc": True,
+    "average_precision": True,
     "r2": True,
     "rmse": False,
     "mae": False,
+    "mape": False,
 }
 
 
@@ -64,15 +67,81 @@ def evaluate(pipeline: Any, x: pd.DataFrame, y: pd.Series, task: Task, predictio
             "balanced_accuracy": sk_metrics.balanced_accuracy_score(truth, predicted),
             "f1_macro": sk_metrics.f1_score(truth, predicted, average="macro"),
         }
-        if hasattr(pipeline, "predict_proba"):
-            scores["log_loss"] = sk_metrics.log_loss(truth, pipeline.predict_proba(x), labels=classes)
+        class_scores = _class_scores(pipeline, x)
+        if class_scores is not None and class_scores.ndim == 2:
+            scores["log_loss"] = sk_metrics.log_loss(truth, class_scores, labels=classes)
+        if class_scores is not None:
+            for name, function in (("roc_auc", roc_auc), ("average_precision", average_precision)):
+                value = function(truth, class_scores, classes)
+                if value is not None:
+                    scores[name] = value
     else:
         scores = {
             "r2": sk_metrics.r2_score(y, predictions),
             "rmse": math.sqrt(sk_metrics.mean_squared_error(y, predictions)),
             "mae": sk_metrics.mean_absolute_error(y, predictions),
+            "mape": sk_metrics.mean_absolute_percentage_error(y, predictions),
         }
     return {name: round(float(value), 6) for name, value in scores.items() if np.isfinite(value)}
+
+
+def _class_scores(pipeline: Any, x: pd.DataFrame) -> np.ndarray | None:
+    """Per-class probabilities (rows x classes), else a binary classifier's decision function (one score per
+    row, for the ranking metrics only), else None."""
+    if hasattr(pipeline, "predict_proba"):
+        return np.asarray(pipeline.predict_proba(x))
+    if hasattr(pipeline, "decision_function") and len(pipeline.classes_) == 2:
+        return np.asarray(pipeline.decision_function(x))
+    return None
+
+
+def _positive_scores(scores: np.ndarray) -> np.ndarray:
+    """A binary classifier's score of its second (positive) class, from probabilities or a decision function."""
+    return scores[:, 1] if scores.ndim == 2 else scores
+
+
+def roc_auc(truth: Any, scores: Any, classes: Any) -> float | None:
+    """Area under the ROC curve: binary on the positive (second) class; multi-class macro one-vs-rest. None
+    where it is undefined (a single class among the rows, or a multi-class model without probabilities)."""
+    scores = np.asarray(scores)
+    truth = np.asarray(truth)
+    if len(classes) == 2:
+        positive = truth == classes[1]
+        if positive.all() or not positive.any():
+            return None
+        return float(sk_metrics.roc_auc_score(positive, _positive_scores(scores)))
+    if scores.ndim != 2 or len(np.unique(truth)) != len(classes):
+        return None
+    return float(sk_metrics.roc_auc_score(truth, scores, multi_class="ovr", average="macro", labels=list(classes)))
+
+
+def average_precision(truth: Any, scores: Any, classes: Any) -> float | None:
+    """Average precision (area under the precision-recall curve): binary on the positive (second) class;
+    multi-class macro one-vs-rest over the classes present among the rows. None where undefined."""
+    from sklearn.preprocessing import label_binarize
+
+    scores = np.asarray(scores)
+    truth = np.asarray(truth)
+    if len(classes) == 2:
+        positive = truth == classes[1]
+        if not positive.any():
+            return None
+        return float(sk_metrics.average_precision_score(positive, _positive_scores(scores)))
+    if scores.ndim != 2:
+        return None
+    indicator = label_binarize(truth, classes=list(classes))
+    present = indicator.any(axis=0)
+    if not present.any():
+        return None
+    return float(sk_metrics.average_precision_score(indicator[:, present], scores[:, present], average="macro"))
+
+
+def _ranking_metric(function: Any, classes: Any) -> Any:
+    def score(truth: Any, scores: Any) -> float:
+        value = function(truth, scores, classes)
+        return math.nan if value is None else float(value)
+
+    return score
 
 
 def _metric_function(metric: Metric, classes: Any) -> tuple[Any, str]:
@@ -83,9 +152,12 @@ def _metric_function(metric: Metric, classes: Any) -> tuple[Any, str]:
         "f1_macro": (sk_metrics.f1_score, "predict", {"average": "macro"}),
         # Every class named: a sample of rows may lack one.
         "log_loss": (sk_metrics.log_loss, "predict_proba", {"labels": classes}),
+        "roc_auc": (_ranking_metric(roc_auc, classes), "predict_proba", {}),
+        "average_precision": (_ranking_metric(average_precision, classes), "predict_proba", {}),
         "r2": (sk_metrics.r2_score, "predict", {}),
         "rmse": (sk_metrics.root_mean_squared_error, "predict", {}),
         "mae": (sk_metrics.mean_absolute_error, "predict", {}),
+        "mape": (sk_metrics.mean_absolute_percentage_error, "predict", {}),
     }
     function, response, kwargs = functions[metric.name]
     return functools.partial(function, **kwargs), response
