@@ -22,11 +22,14 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from sklambda.api import RequestLimits, model_description
 from sklambda.contract import encode_frame
-from sklambda.serving import load_version
+from sklambda.errors import VersionRefused
+from sklambda.runtimes import Prediction
+from sklambda.serving import check_parity, is_tie, load_version
 from sklambda.store import ModelStore
 from training.cli import main
 from training.config import load_config
 from training.dataset import load_table
+from training.evaluate import agreement
 from training.pipeline import train
 
 pytestmark = pytest.mark.unit
@@ -206,3 +209,70 @@ def test_imputing_before_the_forest_makes_onnx_exact(
     assert "    onnx: reproduces the pipeline: 20 golden rows: all agree" in out
     assert "    serve it with: onnx or sklearn" in out
     assert "  promoted to champion" in out
+
+
+# ------------------------------------------------------------------------------------------- the comparison
+
+
+def test_a_tie_between_classes_broken_the_other_way_is_not_a_disagreement() -> None:
+    # Given the pipeline's answers: a tie (0.5, 0.5; it takes the first class), a clear row, and a far-off row
+    labels = np.array(["no", "yes", "no"], dtype=object)
+    scores = np.array([[0.5, 0.5], [0.2, 0.8], [0.9, 0.1]])
+    # When a float32 runtime breaks the tie the other way, agrees on the clear row and is 0.3 off on the last
+    served = Prediction(
+        labels=np.array(["yes", "yes", "no"], dtype=object),
+        probabilities=np.array([[0.49999994, 0.50000006], [0.2, 0.8], [0.6, 0.4]], dtype=np.float32),
+    )
+    result = agreement("classification", served, labels, scores, np.array([False, False, True]))
+
+    # Then only the far-off row disagrees (it has a missing number); the tie is counted apart
+    assert result.disagreements == 1
+    assert result.different_classes == 0
+    assert result.ties == 1
+    assert result.disagreements_with_missing_numbers == 1
+    assert result.max_difference == pytest.approx(0.3, abs=1e-6)
+    assert result.describe("held-out") == (
+        "3 held-out rows: 1 disagree (33.3%: 0 with another class, largest difference 0.3, 1 of them with a missing "
+        "number, 1 tied between classes and broken the other way)"
+    )
+    assert is_tie([0.5, 0.5])
+    assert not is_tie([0.4, 0.6])
+
+
+def test_regression_agreement_uses_the_self_tests_tolerance() -> None:
+    expected = np.array([100.0, 2.0, 5.0])
+    served = Prediction(labels=np.array([100.004, 2.5, 5.00001], dtype=np.float32))
+
+    result = agreement("regression", served, expected, None, np.zeros(3, dtype=bool))
+
+    assert result.disagreements == 1  # 2.5 for 2.0; 100.004 is within rtol 1e-4 of 100
+    assert result.different_classes is None
+    assert result.max_difference == pytest.approx(0.5)
+
+
+def test_the_self_test_accepts_a_golden_tie_broken_the_other_way(trained_store: Path) -> None:
+    # Given golden rows whose first row the pipeline scored as a tie between two classes (it took the first)
+    manifest = ModelStore.from_uri(str(trained_store)).manifest("penguins", 1)
+    assert manifest.golden.probabilities is not None
+    assert manifest.classes is not None
+    probabilities = [list(row) for row in manifest.golden.probabilities]
+    probabilities[0] = [0.5, 0.5, 0.0]
+    predictions = [manifest.classes[0], *manifest.golden.predictions[1:]]
+    golden = manifest.golden.model_copy(update={"probabilities": probabilities, "predictions": predictions})
+    tied = manifest.model_copy(update={"golden": golden})
+
+    class Runtime:
+        """Answers the golden probabilities, with `first` as the first row's class."""
+
+        def __init__(self, first: object, row: int = 0) -> None:
+            self.labels: list[object] = list(predictions)
+            self.labels[row] = first
+
+        def predict(self, columns: object) -> Prediction:
+            return Prediction(labels=np.array(self.labels, dtype=object), probabilities=np.array(probabilities))
+
+    # When a runtime breaks the tie the other way, then the self-test passes; another class elsewhere fails it
+    check_parity(Runtime(manifest.classes[1]), tied)
+    other = next(label for label in manifest.classes if label != predictions[1])
+    with pytest.raises(VersionRefused, match="1 of 20 golden classes differ"):
+        check_parity(Runtime(other, row=1), tied)
