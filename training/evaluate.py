@@ -285,8 +285,10 @@ def _as_codes(truth: pd.Series, predicted: Any, classes: Any) -> tuple[Any, Any,
 # Held-out rows predicted through each serving runtime at training time (a fixed first slice beyond this).
 PARITY_MAX_ROWS = 100_000
 _TREE_MODULES = ("sklearn.ensemble", "sklearn.tree", "xgboost", "lightgbm", "catboost")
-_SKLEARN_ONLY = "serve it with the scikit-learn runtime (template parameter ServingRuntime=sklearn; on this machine "
-_SKLEARN_ONLY += "--serving-runtime sklearn, or SERVING_RUNTIME=sklearn for the local API)"
+_SKLEARN_ONLY = (
+    "serve it with the scikit-learn runtime (template parameter ServingRuntime=sklearn; on this machine "
+    "--serving-runtime sklearn, or SERVING_RUNTIME=sklearn for the local API)"
+)
 
 
 def runtime_parity(
@@ -449,7 +451,7 @@ def usual_cause(runtime: str, pipeline: Any, parity: RuntimeParity) -> str:
 
 
 def servable_by(runtimes: dict[str, RuntimeSupport]) -> str:
-    """`onnx and sklearn reproduce it` / `sklearn only (onnx does not reproduce it)`: one line for progress."""
+    """`onnx and sklearn reproduce it` / `sklearn reproduces it (onnx: no)`: one line for the progress output."""
     exact = [runtime for runtime, support in runtimes.items() if support.supported]
     not_exact = [runtime for runtime, support in runtimes.items() if not support.supported]
     if not exact:
