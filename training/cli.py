@@ -12,6 +12,7 @@ from training.commands import (
     describe,
     diff,
     history,
+    predict,
     promote,
     prune,
     report,
@@ -25,7 +26,7 @@ from training.commands.common import cli_settings
 from training.progress import log_handler
 
 # Each command module registers its own parser; add a module here to add a command.
-COMMANDS = [train, retrain, runs, versions, describe, diff, promote, rollback, history, prune, report]
+COMMANDS = [train, retrain, runs, versions, describe, diff, predict, promote, rollback, history, prune, report]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,9 +14,21 @@ from sklambda.errors import ConfigError
 
 DEFAULT_CONFIG = Path(__file__).with_name("config.toml")
 
-CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "log_loss")
-REGRESSION_METRICS = ("r2", "rmse", "mae")
-MetricName = Literal["auto", "accuracy", "balanced_accuracy", "f1_macro", "log_loss", "r2", "rmse", "mae"]
+CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "log_loss", "roc_auc", "average_precision")
+REGRESSION_METRICS = ("r2", "rmse", "mae", "mape")
+MetricName = Literal[
+    "auto",
+    "accuracy",
+    "balanced_accuracy",
+    "f1_macro",
+    "log_loss",
+    "roc_auc",
+    "average_precision",
+    "r2",
+    "rmse",
+    "mae",
+    "mape",
+]
 
 
 class _Strict(BaseModel):

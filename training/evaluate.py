@@ -10,10 +10,21 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as sk_metrics
 
-from sklambda.contract import Task
-from sklambda.manifest import FeatureImportance, HeldOutEvaluation, Metric
-from sklambda.serving import labels_to_json
+from sklambda.contract import Columns, DataContract, RequestValidator, Task, encode_frame
+from sklambda.manifest import (
+    Agreement,
+    FeatureImportance,
+    GoldenSample,
+    HeldOutEvaluation,
+    Manifest,
+    Metric,
+    RuntimeParity,
+    RuntimeSupport,
+)
+from sklambda.runtimes import NUMBER_TYPES, Prediction, load_predictor
+from sklambda.serving import PROBABILITY_TOLERANCE, REGRESSION_ATOL, REGRESSION_RTOL, is_tie, labels_to_json
 from training.config import CLASSIFICATION_METRICS, REGRESSION_METRICS, EvaluationSection, TrainingConfig
+from training.model import final_estimator
 
 # Regression: (actual, predicted) pairs of at most this many held-out rows are stored for the residual plots.
 RESIDUAL_SAMPLE_ROWS = 500
@@ -35,9 +46,12 @@ GREATER_IS_BETTER = {
     "balanced_accuracy": True,
     "f1_macro": True,
     "log_loss": False,
+    "roc_auc": True,
+    "average_precision": True,
     "r2": True,
     "rmse": False,
     "mae": False,
+    "mape": False,
 }
 
 
@@ -64,15 +78,81 @@ def evaluate(pipeline: Any, x: pd.DataFrame, y: pd.Series, task: Task, predictio
             "balanced_accuracy": sk_metrics.balanced_accuracy_score(truth, predicted),
             "f1_macro": sk_metrics.f1_score(truth, predicted, average="macro"),
         }
-        if hasattr(pipeline, "predict_proba"):
-            scores["log_loss"] = sk_metrics.log_loss(truth, pipeline.predict_proba(x), labels=classes)
+        class_scores = _class_scores(pipeline, x)
+        if class_scores is not None and class_scores.ndim == 2:
+            scores["log_loss"] = sk_metrics.log_loss(truth, class_scores, labels=classes)
+        if class_scores is not None:
+            for name, function in (("roc_auc", roc_auc), ("average_precision", average_precision)):
+                value = function(truth, class_scores, classes)
+                if value is not None:
+                    scores[name] = value
     else:
         scores = {
             "r2": sk_metrics.r2_score(y, predictions),
             "rmse": math.sqrt(sk_metrics.mean_squared_error(y, predictions)),
             "mae": sk_metrics.mean_absolute_error(y, predictions),
+            "mape": sk_metrics.mean_absolute_percentage_error(y, predictions),
         }
     return {name: round(float(value), 6) for name, value in scores.items() if np.isfinite(value)}
+
+
+def _class_scores(pipeline: Any, x: pd.DataFrame) -> np.ndarray | None:
+    """Per-class probabilities (rows x classes), else a binary classifier's decision function (one score per
+    row, for the ranking metrics only), else None."""
+    if hasattr(pipeline, "predict_proba"):
+        return np.asarray(pipeline.predict_proba(x))
+    if hasattr(pipeline, "decision_function") and len(pipeline.classes_) == 2:
+        return np.asarray(pipeline.decision_function(x))
+    return None
+
+
+def _positive_scores(scores: np.ndarray) -> np.ndarray:
+    """A binary classifier's score of its second (positive) class, from probabilities or a decision function."""
+    return scores[:, 1] if scores.ndim == 2 else scores
+
+
+def roc_auc(truth: Any, scores: Any, classes: Any) -> float | None:
+    """Area under the ROC curve: binary on the positive (second) class; multi-class macro one-vs-rest. None
+    where it is undefined (a single class among the rows, or a multi-class model without probabilities)."""
+    scores = np.asarray(scores)
+    truth = np.asarray(truth)
+    if len(classes) == 2:
+        positive = truth == classes[1]
+        if positive.all() or not positive.any():
+            return None
+        return float(sk_metrics.roc_auc_score(positive, _positive_scores(scores)))
+    if scores.ndim != 2 or len(np.unique(truth)) != len(classes):
+        return None
+    return float(sk_metrics.roc_auc_score(truth, scores, multi_class="ovr", average="macro", labels=list(classes)))
+
+
+def average_precision(truth: Any, scores: Any, classes: Any) -> float | None:
+    """Average precision (area under the precision-recall curve): binary on the positive (second) class;
+    multi-class macro one-vs-rest over the classes present among the rows. None where undefined."""
+    from sklearn.preprocessing import label_binarize
+
+    scores = np.asarray(scores)
+    truth = np.asarray(truth)
+    if len(classes) == 2:
+        positive = truth == classes[1]
+        if not positive.any():
+            return None
+        return float(sk_metrics.average_precision_score(positive, _positive_scores(scores)))
+    if scores.ndim != 2:
+        return None
+    indicator = label_binarize(truth, classes=list(classes))
+    present = indicator.any(axis=0)
+    if not present.any():
+        return None
+    return float(sk_metrics.average_precision_score(indicator[:, present], scores[:, present], average="macro"))
+
+
+def _ranking_metric(function: Any, classes: Any) -> Any:
+    def score(truth: Any, scores: Any) -> float:
+        value = function(truth, scores, classes)
+        return math.nan if value is None else float(value)
+
+    return score
 
 
 def _metric_function(metric: Metric, classes: Any) -> tuple[Any, str]:
@@ -83,9 +163,12 @@ def _metric_function(metric: Metric, classes: Any) -> tuple[Any, str]:
         "f1_macro": (sk_metrics.f1_score, "predict", {"average": "macro"}),
         # Every class named: a sample of rows may lack one.
         "log_loss": (sk_metrics.log_loss, "predict_proba", {"labels": classes}),
+        "roc_auc": (_ranking_metric(roc_auc, classes), "predict_proba", {}),
+        "average_precision": (_ranking_metric(average_precision, classes), "predict_proba", {}),
         "r2": (sk_metrics.r2_score, "predict", {}),
         "rmse": (sk_metrics.root_mean_squared_error, "predict", {}),
         "mae": (sk_metrics.mean_absolute_error, "predict", {}),
+        "mape": (sk_metrics.mean_absolute_percentage_error, "predict", {}),
     }
     function, response, kwargs = functions[metric.name]
     return functools.partial(function, **kwargs), response
@@ -195,3 +278,207 @@ def _as_codes(truth: pd.Series, predicted: Any, classes: Any) -> tuple[Any, Any,
     if (truth_codes < 0).any() or (predicted_codes < 0).any():
         return truth, predicted, classes
     return truth_codes, predicted_codes, np.arange(len(categories))
+
+
+# ------------------------------------------------------------------------------------------ runtime parity
+
+# Held-out rows predicted through each serving runtime at training time (a fixed first slice beyond this).
+PARITY_MAX_ROWS = 100_000
+_TREE_MODULES = ("sklearn.ensemble", "sklearn.tree", "xgboost", "lightgbm", "catboost")
+_SKLEARN_ONLY = (
+    "serve it with the scikit-learn runtime (template parameter ServingRuntime=sklearn; on this machine "
+    "--serving-runtime sklearn, or SERVING_RUNTIME=sklearn for the local API)"
+)
+
+
+def runtime_parity(
+    runtimes: dict[str, RuntimeSupport],
+    files: dict[str, bytes],
+    pipeline: Any,
+    contract: DataContract,
+    golden: GoldenSample,
+    x_test: pd.DataFrame,
+    predictions: Any,
+) -> tuple[dict[str, RuntimeSupport], dict[str, RuntimeParity]]:
+    """Predict the golden rows and the held-out rows through each serving runtime that has an artifact, as
+    serving does (the golden rows through the request validator, the held-out rows as the columns it builds),
+    and compare with the pipeline's own outputs (`predictions`: the pipeline's on `x_test`, encoded). A runtime
+    that differs anywhere beyond the self-test's tolerance is marked unsupported, with the numbers and the
+    usual cause, so that nothing promises what the runtime does not do."""
+    rows = x_test.head(PARITY_MAX_ROWS)
+    encoded = encode_frame(rows, contract)
+    expected_labels = np.asarray(predictions)[: len(rows)]
+    expected_scores = None
+    if contract.task == "classification" and hasattr(pipeline, "predict_proba"):
+        expected_scores = np.asarray(pipeline.predict_proba(encoded), dtype=np.float64)
+    numeric = [feature.name for feature in contract.features if feature.kind == "numeric"]
+    missing = rows[numeric].isna().any(axis=1).to_numpy() if numeric else np.zeros(len(rows), dtype=bool)
+    golden_missing = np.array([any(row.get(name) is None for name in numeric) for row in golden.instances], dtype=bool)
+    checked = dict(runtimes)
+    parity: dict[str, RuntimeParity] = {}
+    for runtime, support in runtimes.items():
+        if not support.supported or support.artifact not in files:
+            continue
+        try:
+            predictor = load_predictor(runtime, files[support.artifact], contract)  # type: ignore[arg-type]
+            validator = RequestValidator(contract, number_type=NUMBER_TYPES[runtime])  # type: ignore[index]
+            golden_prediction = predictor.predict(validator.records(golden.instances))
+            held_out_prediction = predictor.predict(serving_columns(encoded, contract, NUMBER_TYPES[runtime]))  # type: ignore[index]
+        except Exception as error:  # the runtime's own error types: it cannot serve this pipeline
+            result = RuntimeParity(exact=False, error=f"the {runtime} runtime could not predict: {error}"[:500])
+        else:
+            golden_scores = None if golden.probabilities is None else np.asarray(golden.probabilities)
+            result = RuntimeParity(
+                exact=False,
+                golden=agreement(
+                    contract.task, golden_prediction, np.asarray(golden.predictions), golden_scores, golden_missing
+                ),
+                held_out=agreement(contract.task, held_out_prediction, expected_labels, expected_scores, missing),
+            )
+            result.exact = not (result.golden and result.golden.disagreements) and not (
+                result.held_out and result.held_out.disagreements
+            )
+            if not result.exact:
+                result.cause = usual_cause(runtime, pipeline, result)
+        parity[runtime] = result
+        if not result.exact:
+            remedy = "" if runtime == "sklearn" else f"; {_SKLEARN_ONLY}"
+            checked[runtime] = support.model_copy(
+                update={"supported": False, "detail": f"{result.describe()}{remedy}"[:2000]}
+            )
+    return checked, parity
+
+
+def serving_columns(encoded: pd.DataFrame, contract: DataContract, number_type: Any) -> Columns:
+    """The model input columns the request validator builds for these rows (numbers as the runtime's
+    `number_type`, categories as the contract's strings, each of shape (rows, 1)), without validating each value:
+    held-out rows may hold a category the training rows never had, which a request could not send but the
+    pipeline still answers."""
+    columns: Columns = {}
+    for feature in contract.features:
+        column = encoded[feature.name]
+        if feature.kind == "numeric":
+            columns[feature.name] = column.to_numpy(dtype=number_type).reshape(-1, 1)
+        else:
+            columns[feature.name] = column.to_numpy(dtype=object).reshape(-1, 1)
+    return columns
+
+
+def agreement(
+    task: Task, prediction: Prediction, labels: np.ndarray, scores: np.ndarray | None, missing: np.ndarray
+) -> Agreement:
+    """How a runtime's prediction compares with the pipeline's (`labels`, and `scores`: its probabilities),
+    with the serving self-test's tolerances; `missing` marks the rows with a missing number."""
+    if task == "regression":
+        got = np.asarray(prediction.labels, dtype=np.float64).ravel()
+        expected = labels.astype(np.float64)
+        gaps = np.abs(got - expected)
+        differs = ~np.isclose(got, expected, rtol=REGRESSION_RTOL, atol=REGRESSION_ATOL)
+        return Agreement(
+            rows=len(expected),
+            disagreements=int(differs.sum()),
+            max_difference=_finite_max(gaps),
+            disagreements_with_missing_numbers=int((differs & missing).sum()),
+        )
+    served = labels_to_json(np.asarray(prediction.labels).ravel())
+    other_class = np.array([got != want for got, want in zip(served, labels_to_json(labels), strict=True)], dtype=bool)
+    gap = 0.0
+    ties = np.zeros(len(labels), dtype=bool)
+    far_apart = np.zeros(len(labels), dtype=bool)
+    if scores is not None and prediction.probabilities is not None:
+        row_gaps = np.abs(np.asarray(prediction.probabilities, dtype=np.float64) - scores).max(axis=1)
+        far_apart = ~(row_gaps <= PROBABILITY_TOLERANCE)
+        gap = _finite_max(row_gaps)
+        if other_class.any():
+            ties[other_class] = [is_tie(row) for row in scores[other_class]]
+    other_class &= ~ties
+    differs = other_class | far_apart
+    return Agreement(
+        rows=len(labels),
+        disagreements=int(differs.sum()),
+        different_classes=int(other_class.sum()),
+        ties=int((ties & ~far_apart).sum()),
+        max_difference=gap,
+        disagreements_with_missing_numbers=int((differs & missing).sum()),
+    )
+
+
+def _finite_max(values: np.ndarray) -> float:
+    """The largest difference; infinity when a runtime gave NaN or infinity where the pipeline did not."""
+    if values.size == 0:
+        return 0.0
+    if not np.isfinite(values).all():
+        return math.inf
+    return round(float(values.max()), 9)
+
+
+def is_tree_model(estimator: Any) -> bool:
+    return type(estimator).__module__.startswith(_TREE_MODULES)
+
+
+def usual_cause(runtime: str, pipeline: Any, parity: RuntimeParity) -> str:
+    """The usual reason a runtime does not reproduce this kind of pipeline, and how to make it exact."""
+    if runtime == "sklearn":
+        return (
+            "the pipeline answers differently for the same rows when they come one request at a time (a step "
+            "that depends on the batch, or is not deterministic)"
+        )
+    estimator = final_estimator(pipeline)
+    name = type(estimator).__name__
+    rows = [agreement for agreement in (parity.golden, parity.held_out) if agreement is not None]
+    disagreements = sum(agreement.disagreements for agreement in rows)
+    with_missing = sum(agreement.disagreements_with_missing_numbers for agreement in rows)
+    if not is_tree_model(estimator):
+        return (
+            "a step has no exact ONNX equivalent: ONNX Runtime computes in float32, scikit-learn in float64, and "
+            "some step's output changes more than that rounding; serve it with the scikit-learn runtime"
+        )
+    causes = []
+    if with_missing:
+        causes.append(
+            f"{name} is a tree model trained on missing numbers: scikit-learn's trees learned which branch a "
+            "missing value takes, and the ONNX conversion does not carry that; impute the numbers before the "
+            "model (SimpleImputer(strategy='median') in the numeric branch of your pipeline)"
+        )
+    if disagreements > with_missing:
+        causes.append(
+            ("and on rows without a missing number: " if with_missing else f"{name} is a tree model: ")
+            + "ONNX Runtime computes the steps before the trees in float32 (scikit-learn in float64), so a value "
+            "near a split threshold goes the other way; trees need no scaling, so leave the numbers unscaled "
+            "before the model"
+        )
+    return "; ".join(causes) + ". Then ONNX reproduces it (docs/own-data.md shows how)"
+
+
+def servable_by(runtimes: dict[str, RuntimeSupport]) -> str:
+    """`onnx and sklearn reproduce it` / `sklearn reproduces it (onnx: no)`: one line for the progress output."""
+    exact = [runtime for runtime, support in runtimes.items() if support.supported]
+    not_exact = [runtime for runtime, support in runtimes.items() if not support.supported]
+    if not exact:
+        return "no serving runtime reproduces it"
+    said = " and ".join(exact) + (" reproduces it" if len(exact) == 1 else " reproduce it")
+    return said + (f" ({', '.join(not_exact)}: no)" if not_exact else "")
+
+
+def describe_runtimes(manifest: Manifest) -> list[str]:
+    """What `train`, `retrain`, `describe` and the report say about serving: per runtime, whether it reproduces
+    the pipeline on the golden and the held-out rows, and the usual cause when it does not."""
+    lines = []
+    for runtime, support in manifest.runtimes.items():
+        parity = (manifest.parity or {}).get(runtime)
+        if parity is not None:
+            lines.append(f"{runtime}: {parity.model_copy(update={'cause': None}).describe()}")
+            if parity.cause:
+                lines.append(f"  usual cause: {parity.cause}")
+        elif support.supported:
+            lines.append(f"{runtime}: yes (the golden rows are checked when it loads; held-out rows not recorded)")
+        else:
+            lines.append(f"{runtime}: NO, {support.detail or 'no artifact for it was stored'}")
+    serving = [runtime for runtime, support in manifest.runtimes.items() if support.supported]
+    if serving == ["sklearn"]:
+        lines.append("serve it with: the scikit-learn runtime only (ServingRuntime=sklearn, --serving-runtime sklearn)")
+    elif not serving:
+        lines.append("serve it with: no runtime reproduces it; it cannot be promoted")
+    else:
+        lines.append(f"serve it with: {' or '.join(serving)}")
+    return lines

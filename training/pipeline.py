@@ -53,7 +53,7 @@ from training.champion import Champion, Outputs
 from training.config import TrainingConfig
 from training.convert import to_onnx
 from training.dataset import DEFAULT_READ_LIMITS, CleanReport, LoadedTable, ReadLimits, clean, load_table
-from training.evaluate import evaluate, held_out_evaluation, primary_metric
+from training.evaluate import evaluate, held_out_evaluation, primary_metric, runtime_parity, servable_by
 from training.features import FeatureSet, infer_task, select_features
 from training.lineage import library_versions
 from training.model import Split, build_model, final_estimator, fit, split
@@ -406,6 +406,18 @@ def train(
     if onnx_bytes is not None:
         files["model.onnx"] = onnx_bytes
     parts = prepared.parts
+    runtimes = {"onnx": onnx_support, "sklearn": RuntimeSupport(supported=True, artifact="model.joblib")}
+    with progress.step("parity", "golden and held-out rows through each serving runtime") as step:
+        runtimes, parity = runtime_parity(
+            runtimes,
+            files,
+            prepared.pipeline,
+            prepared.contract,
+            evaluation.golden,
+            parts.x_test,
+            evaluation.outputs.prediction.labels,
+        )
+        step.done(servable_by(runtimes))
     manifest = Manifest(
         name=config.model.name,
         version=0,  # the store assigns the number at publish
@@ -420,7 +432,8 @@ def train(
         metrics=evaluation.metrics,
         classes=prepared.contract.classes,
         golden=evaluation.golden,
-        runtimes={"onnx": onnx_support, "sklearn": RuntimeSupport(supported=True, artifact="model.joblib")},
+        runtimes=runtimes,
+        parity=parity,
         libraries=dict(library_versions()),
         code_version=code_version,
         training={

@@ -20,6 +20,7 @@ from sklambda.manifest import AliasRecord, Manifest, utc_now
 from sklambda.registry import VersionRow, list_versions
 from sklambda.runs import RunLog, RunRecord
 from sklambda.store import ModelStore
+from training.evaluate import describe_runtimes
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -456,12 +457,14 @@ def _pipeline_note(manifest: Manifest) -> str:
         if pipeline.get("factory")
         else "the standard preprocessing and the configured estimator"
     )
-    runtimes = ", ".join(name for name, support in manifest.runtimes.items() if support.supported)
-    onnx = manifest.runtimes.get("onnx")
-    onnx_note = "" if onnx is None or onnx.supported else f" Not servable by ONNX Runtime: {_e(onnx.detail)}"
     listed = "".join(f"<li><code>{_e(step)}</code></li>" for step in steps)
-    return f"<p><b>{_e(manifest.estimator)}</b>, {source}. Serving runtimes: {_e(runtimes)}.{onnx_note}</p>" + (
-        f"<ul>{listed}</ul>" if listed else ""
+    # The same words as `train` and `describe`: per runtime, golden and held-out agreement, the usual cause.
+    runtimes = "".join(f"<li>{_e(line)}</li>" for line in describe_runtimes(manifest))
+    return (
+        f"<p><b>{_e(manifest.estimator)}</b>, {source}.</p>"
+        + (f"<ul>{listed}</ul>" if listed else "")
+        + "<p>Serving runtimes, each checked through the serving code on the golden and the held-out rows:</p>"
+        + f"<ul>{runtimes}</ul>"
     )
 
 

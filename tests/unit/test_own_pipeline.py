@@ -164,7 +164,8 @@ def test_a_pipeline_that_does_not_convert_is_served_by_scikit_learn_only_and_say
         "--serving-runtime sklearn), or register a skl2onnx converter for the step that does not convert and name "
         "its module in [onnx] converters"
     )
-    assert "  serving: scikit-learn runtime only (ServingRuntime=sklearn): does not convert to ONNX (" in out
+    assert "    onnx: NO, does not convert to ONNX (" in out
+    assert "    serve it with: the scikit-learn runtime only (ServingRuntime=sklearn, --serving-runtime sklearn)" in out
     assert "not promoted (champion unchanged): serving self-test: the serving runtime refused it: mine v1 cannot " \
         "be served by the onnx runtime: does not convert to ONNX" in out  # fmt: skip
     files = ModelStore.from_uri(str(store)).version_files("mine", 1)

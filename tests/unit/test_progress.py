@@ -17,7 +17,19 @@ from training.progress import Progress, TerminalProgress, terminal_console
 
 pytestmark = pytest.mark.unit
 
-STEPS = ["load", "validate", "prepare", "fit", "evaluate", "convert", "gate", "publish", "self-test", "promote"]
+STEPS = [
+    "load",
+    "validate",
+    "prepare",
+    "fit",
+    "evaluate",
+    "convert",
+    "parity",
+    "gate",
+    "publish",
+    "self-test",
+    "promote",
+]
 
 
 class Lines(logging.Handler):

@@ -136,7 +136,7 @@ def test_a_version_stored_before_held_out_summaries_still_verifies_and_reports(
     # Given a version whose manifest was written before `held_out` existed (no such key, its own checksum)
     store = ModelStore.from_uri(str(local_store_copy))
     manifest = store.manifest("penguins", 1)
-    old = manifest.model_copy(update={"held_out": None, "manifest_sha256": None})
+    old = manifest.model_copy(update={"held_out": None, "parity": None, "manifest_sha256": None})
     old_bytes = old.sealed()
     assert b'"held_out"' not in old_bytes
     (local_store_copy / "penguins" / "versions" / "000001" / "manifest.json").write_bytes(old_bytes)

@@ -13,10 +13,18 @@ from sklearn.compose import make_column_transformer
 from sklearn.datasets import load_diabetes, load_wine
 from sklearn.inspection import permutation_importance
 from sklearn.linear_model import Ridge
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, log_loss, make_scorer
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    balanced_accuracy_score,
+    f1_score,
+    log_loss,
+    make_scorer,
+    roc_auc_score,
+)
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import OneHotEncoder
+from sklearn.preprocessing import OneHotEncoder, label_binarize
 
 from sklambda.contract import encode_frame
 from sklambda.errors import ConfigError, DataError
@@ -233,6 +241,10 @@ def test_evaluate_scores_as_scikit_learn_does_on_the_labels() -> None:
         "balanced_accuracy": balanced_accuracy_score(y, predicted),
         "f1_macro": f1_score(y, predicted, average="macro"),
         "log_loss": log_loss(y, trained.pipeline.predict_proba(x), labels=trained.pipeline.classes_),
+        "roc_auc": roc_auc_score(y, trained.pipeline.predict_proba(x), multi_class="ovr", average="macro"),
+        "average_precision": average_precision_score(
+            label_binarize(y, classes=trained.pipeline.classes_), trained.pipeline.predict_proba(x), average="macro"
+        ),
     }
     assert scores == {name: round(float(value), 6) for name, value in expected.items()}
 

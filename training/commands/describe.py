@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from sklambda.contract import MISSING_CATEGORY
 from sklambda.registry import describe_version
 from training.commands.common import add_registry_options, open_model, print_json, print_table
+from training.evaluate import describe_runtimes
 
 
 def register(commands: Any) -> None:
@@ -51,10 +53,10 @@ def run(args: argparse.Namespace) -> int:
             "runtimes",
             "; ".join(
                 f"{runtime}: {support.artifact}" + (f" (opset {support.opset})" if support.opset else "")
-                if support.supported
-                else f"{runtime}: no ({support.detail})"
                 for runtime, support in manifest.runtimes.items()
-            ),
+                if support.supported
+            )
+            or "- (none reproduces the pipeline)",
         ),
         *((f"sha256 {file}", digest) for file, digest in manifest.artifacts.items()),
         ("sha256 manifest", manifest.manifest_sha256 or "-"),
@@ -62,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"{manifest.name} v{manifest.version} in {store.uri}")
     for label, value in facts:
         print(f"  {label:<22}{value}")
+    print("  serving runtimes (each checked through the serving code on the golden and the held-out rows):")
+    for line in describe_runtimes(manifest):
+        print(f"    {line}")
     print(f"  contract: {len(manifest.contract.features)} features")
     print_table(
         ["    feature", "kind", "type", "nullable", "seen in training"],
@@ -79,6 +84,10 @@ def run(args: argparse.Namespace) -> int:
             )
             for feature in manifest.contract.features
         ],
+    )
+    print(
+        f"  missing values: accepted where nullable; a missing category reaches the model as {MISSING_CATEGORY!r} "
+        "and a missing number as NaN, as in training (`python -m training predict` shows the served answers)"
     )
     return 0
 

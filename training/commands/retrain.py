@@ -21,6 +21,7 @@ from training.commands.common import (
 )
 from training.commands.train import add_model_section_options
 from training.config import load_config
+from training.evaluate import describe_runtimes
 from training.lineage import code_version
 from training.pipeline import DEFAULT_LOCK_SECONDS, TrainingRun, model_config, run_training
 from training.progress import for_command
@@ -87,6 +88,10 @@ def run(args: argparse.Namespace) -> int:
             by=who("python -m training retrain"),
         )
     print(describe(record))
+    if record.version is not None:
+        print("  serving runtimes (each checked through the serving code on the golden and the held-out rows):")
+        for line in describe_runtimes(store.manifest(record.name, record.version)):
+            print(f"    {line}")
     return 1 if record.status == "failed" else 0
 
 

@@ -10,7 +10,6 @@ import argparse
 from typing import Any
 
 from sklambda.errors import SklambdaError
-from sklambda.manifest import Manifest
 from sklambda.runs import RunRecord
 from sklambda.serving import local_self_test
 from training.commands.common import (
@@ -23,6 +22,7 @@ from training.commands.common import (
     who,
 )
 from training.config import load_config
+from training.evaluate import describe_runtimes
 from training.lineage import code_version
 from training.pipeline import TrainingRun, model_config, run_training
 from training.progress import for_command
@@ -94,7 +94,9 @@ def run(args: argparse.Namespace) -> int:
     if record.champion_metrics is not None:
         champion = ", ".join(f"{name}={value}" for name, value in record.champion_metrics.items())
         print(f"  champion v{record.champion_version} on the same rows: {champion}")
-    print(f"  serving: {serving_runtimes(store.manifest(record.name, record.version))}")
+    print("  serving runtimes (each checked through the serving code on the golden and the held-out rows):")
+    for line in describe_runtimes(store.manifest(record.name, record.version)):
+        print(f"    {line}")
     verdict = f"promoted to {args.alias}" if record.status == "promoted" else f"not promoted ({args.alias} unchanged)"
     print(f"  {verdict}: {record.reason}")
     return 0
@@ -107,13 +109,3 @@ def failure(record: RunRecord) -> str:
     if len(record.data_problems) == 1:
         return f"{record.reason}: {record.data_problems[0]}"
     return record.reason + ":\n  - " + "\n  - ".join(record.data_problems)
-
-
-def serving_runtimes(manifest: Manifest) -> str:
-    """Which serving runtimes can serve a version, said plainly (a pipeline that does not convert to ONNX needs
-    the scikit-learn runtime)."""
-    onnx = manifest.runtimes.get("onnx")
-    if onnx is not None and onnx.supported:
-        return "ONNX Runtime (the default) or scikit-learn"
-    why = onnx.detail if onnx is not None and onnx.detail else "no ONNX model was stored"
-    return f"scikit-learn runtime only (ServingRuntime=sklearn): {why}"

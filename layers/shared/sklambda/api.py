@@ -38,6 +38,7 @@ from sklambda.contract import (
     echo,
 )
 from sklambda.errors import RequestError
+from sklambda.manifest import Manifest
 from sklambda.runtimes import Prediction
 from sklambda.serving import LoadedModel
 from sklambda.settings import ServingSettings
@@ -323,6 +324,8 @@ def model_description(
     manifest = model.manifest
     contract = manifest.contract.model_dump(mode="json", exclude={"allow_unknown_fields"})
     contract["allow_unknown_fields"] = model.validator.allow_unknown_fields
+    # What a null category becomes before the model sees it (as in training): documented where clients look.
+    contract["missing_category"] = MISSING_CATEGORY
     described: dict[str, Any] = {
         "name": manifest.name,
         "version": manifest.version,
@@ -350,4 +353,19 @@ def model_description(
         "training_rows": manifest.data.rows,
         "libraries": manifest.libraries,
         "code_version": manifest.code_version,
+        "runtimes": runtime_descriptions(manifest),
+    }
+
+
+def runtime_descriptions(manifest: Manifest) -> dict[str, Any]:
+    """Per serving runtime: whether it can serve this version, and how closely it reproduced the trained pipeline
+    on the golden and the held-out rows (measured at training time; null for versions trained before that)."""
+    parity = manifest.parity or {}
+    return {
+        runtime: {
+            "supported": support.supported,
+            "detail": support.detail,
+            "parity": parity[runtime].model_dump(mode="json") if runtime in parity else None,
+        }
+        for runtime, support in manifest.runtimes.items()
     }

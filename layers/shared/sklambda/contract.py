@@ -39,6 +39,12 @@ Label = str | int | float | bool
 
 
 class Feature(BaseModel):
+    """One input column. Missing values (null in a request, a gap in a training table) are accepted only where
+    `nullable`, and reach the model as training saw them: a missing category as the category MISSING_CATEGORY
+    ("__missing__"), a missing number as NaN for the pipeline's imputer. A user's own `pipeline.predict(frame)`
+    on raw rows passes NaN for a missing category instead and can answer differently: `encode_frame` (or
+    `python -m training predict`) gives the model's view of the rows."""
+
     name: str
     kind: FeatureKind
     # The JSON type a client sends for this feature.
@@ -278,8 +284,16 @@ class RequestValidator:
     known categories, nulls only where training had them, unknown fields per `allow_unknown_fields`.
     """
 
-    def __init__(self, contract: DataContract, *, allow_unknown_fields: bool | None = None) -> None:
+    def __init__(
+        self,
+        contract: DataContract,
+        *,
+        allow_unknown_fields: bool | None = None,
+        number_type: type[np.floating[Any]] = np.float32,
+    ) -> None:
         self.contract = contract
+        # The numbers' type in the columns: the serving runtime's input type (runtimes.NUMBER_TYPES).
+        self._number_type = number_type
         # A per-deployment setting (ALLOW_UNKNOWN_FIELDS) overrides the contract's own default.
         self.allow_unknown_fields = (
             contract.allow_unknown_fields if allow_unknown_fields is None else allow_unknown_fields
@@ -426,7 +440,7 @@ class RequestValidator:
             if len(found) > problems:
                 return
         # Iterating a (features, rows, 1) array gives each feature's (rows, 1) column, a view: no copy per column.
-        narrow = wide.astype(np.float32).reshape(len(block), -1, 1)
+        narrow = wide.astype(self._number_type, copy=False).reshape(len(block), -1, 1)
         columns.update(zip(self._numeric_names, narrow, strict=True))
 
     def _numeric_problem(self, feature: Feature, index: int, value: Any) -> _Found:

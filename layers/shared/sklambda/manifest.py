@@ -61,6 +61,68 @@ class RuntimeSupport(BaseModel):
     opset: dict[str, int] | None = None
 
 
+class Agreement(BaseModel):
+    """How closely a serving runtime reproduced the trained pipeline on a set of rows."""
+
+    rows: int
+    # Rows whose answer differs beyond the serving self-test's tolerance: another class or probabilities
+    # further apart than it allows (classification), a value further apart (regression).
+    disagreements: int
+    # Classification: of those, the rows given another class.
+    different_classes: int | None = None
+    # Classification: rows given another class where the pipeline's own top probabilities tie (it took the
+    # first class, the runtime whichever its float32 rounding favoured); not disagreements.
+    ties: int = 0
+    # The largest difference in any probability (classification) or predicted value (regression).
+    max_difference: float
+    # Of the disagreeing rows, those with a missing number (a tree model's usual cause: see RuntimeParity.cause).
+    disagreements_with_missing_numbers: int = 0
+
+    @property
+    def share(self) -> float:
+        return self.disagreements / self.rows if self.rows else 0.0
+
+    def describe(self, what: str) -> str:
+        """`20 golden rows: all agree` / `600 held-out rows: 18 disagree (3.0%), ...`, the difference named."""
+        ties = f", {self.ties:,} tied between classes and broken the other way" if self.ties else ""
+        if not self.disagreements:
+            return f"{self.rows:,} {what} rows: all agree (largest difference {self.max_difference:.2g}{ties})"
+        missing = (
+            f", {self.disagreements_with_missing_numbers} of them with a missing number"
+            if self.disagreements_with_missing_numbers
+            else ""
+        )
+        classes = f"{self.different_classes:,} with another class, " if self.different_classes is not None else ""
+        return (
+            f"{self.rows:,} {what} rows: {self.disagreements:,} disagree ({self.share:.1%}: {classes}"
+            f"largest difference {self.max_difference:.2g}{missing}{ties})"
+        )
+
+
+class RuntimeParity(BaseModel):
+    """Whether a serving runtime reproduces the trained pipeline, measured at training time through the serving
+    code on the golden rows and on the held-out rows. `exact` is what `RuntimeSupport.supported` follows."""
+
+    exact: bool
+    golden: Agreement | None = None
+    held_out: Agreement | None = None
+    # Why they differ, when they do (the usual cause for this kind of pipeline) and how to make it exact.
+    cause: str | None = None
+    # The runtime could not be measured (it does not load, or did not predict): why.
+    error: str | None = None
+
+    def describe(self) -> str:
+        parts = [
+            agreement.describe(what)
+            for what, agreement in (("golden", self.golden), ("held-out", self.held_out))
+            if agreement is not None
+        ]
+        if self.error:
+            parts.append(self.error)
+        verdict = "reproduces the pipeline" if self.exact else "does NOT reproduce the pipeline"
+        return f"{verdict}: " + "; ".join(parts) + (f"; usual cause: {self.cause}" if self.cause else "")
+
+
 class Comparison(BaseModel):
     """The champion this version was compared with, on the same held-out rows."""
 
@@ -105,7 +167,7 @@ class ManifestSignature(BaseModel):
 
 # Fields added after manifests were first written: left out of the stored JSON and of the checksum while unset,
 # so that every manifest written before them still verifies.
-ADDED_LATER = frozenset({"held_out", "signature"})
+ADDED_LATER = frozenset({"held_out", "parity", "signature"})
 # Fields the checksum never covers: the checksum itself, and the signature made over it.
 _NOT_CHECKSUMMED = frozenset({"manifest_sha256", "signature"})
 
@@ -130,6 +192,8 @@ class Manifest(BaseModel):
     training: dict[str, Any] = Field(default_factory=dict)
     compared_with: Comparison | None = None
     held_out: HeldOutEvaluation | None = None
+    # Per serving runtime, measured at training time (versions trained before this was recorded: None).
+    parity: dict[str, RuntimeParity] | None = None
     artifacts: dict[str, str] = Field(default_factory=dict, description="file name → sha256")
     manifest_sha256: str | None = None
     signature: ManifestSignature | None = None

@@ -340,9 +340,31 @@ def _model_description(details: Literal["full", "contract"]) -> dict[str, Any]:
             "task": {"enum": ["classification", "regression"]},
             "classes": {"type": ["array", "null"]},
             "metrics": {"type": "object", "additionalProperties": {"type": "number"}},
+            "runtimes": {
+                "type": "object",
+                "description": "per serving runtime: supported, why not (detail), and its agreement with the "
+                "trained pipeline on the golden and the held-out rows (parity)",
+                "additionalProperties": {
+                    "type": "object",
+                    "properties": {
+                        "supported": {"type": "boolean"},
+                        "detail": {"type": ["string", "null"]},
+                        "parity": {"type": ["object", "null"]},
+                    },
+                    "required": ["supported", "detail", "parity"],
+                },
+            },
             "contract": {
                 "type": "object",
-                "properties": {"features": {"type": "array"}, "allow_unknown_fields": {"type": "boolean"}},
+                "properties": {
+                    "features": {"type": "array"},
+                    "allow_unknown_fields": {"type": "boolean"},
+                    "missing_category": {
+                        "type": "string",
+                        "description": "a null category (where the feature is nullable) reaches the model as this "
+                        "category, as training's gaps did; a null number reaches it as NaN, for its imputer",
+                    },
+                },
                 "required": ["features", "allow_unknown_fields"],
             },
             "limits": {

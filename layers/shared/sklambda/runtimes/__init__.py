@@ -7,7 +7,7 @@ Each runtime module imports its own heavy library, so a process only pays for th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -16,6 +16,9 @@ from sklambda.contract import Columns, DataContract
 RuntimeName = Literal["onnx", "sklearn"]
 RUNTIMES: tuple[RuntimeName, ...] = ("onnx", "sklearn")
 ARTIFACTS: dict[RuntimeName, str] = {"onnx": "model.onnx", "sklearn": "model.joblib"}
+# The numbers each runtime takes: the ONNX graph's inputs are float32; the scikit-learn pipeline gets the
+# request's numbers as parsed (float64), as training gave it the table's, so that it answers exactly as trained.
+NUMBER_TYPES: dict[RuntimeName, type[np.floating[Any]]] = {"onnx": np.float32, "sklearn": np.float64}
 
 
 @dataclass(frozen=True)

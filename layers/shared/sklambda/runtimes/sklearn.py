@@ -39,11 +39,11 @@ class SklearnPredictor:
         self._classifier = contract.task == "classification"
 
     def predict(self, columns: Columns) -> Prediction:
-        # One DataFrame construction, numbers already float64 (as in training): a second pass to cast columns
-        # costs as much again in pandas.
+        # One DataFrame construction, numbers already float64 (as in training; the request validator gives this
+        # runtime float64): a second pass to cast columns costs as much again in pandas.
         frame = pd.DataFrame(
             {
-                name: column.ravel() if column.dtype == object else column.ravel().astype(np.float64)
+                name: column.ravel() if column.dtype == object else column.ravel().astype(np.float64, copy=False)
                 for name, column in ((name, columns[name]) for name in self._names)
             },
             copy=False,
