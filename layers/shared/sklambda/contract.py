@@ -13,7 +13,7 @@ contract allows them.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import chain
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
@@ -241,7 +241,36 @@ def _json_value(value: Any) -> Any:
 
 # ---------------------------------------------------------------- serving side (numpy only)
 
-Columns = dict[str, np.ndarray]
+
+class Columns(Mapping[str, np.ndarray]):
+    """Validated rows as the model's inputs: every numeric feature in one float32 block (rows x numeric features)
+    and every categorical feature in one block of category strings (rows x categorical features), each in
+    contract order. A runtime passes the blocks as they are (two arrays whatever the width); `columns[name]`
+    is one feature's (rows, 1) column, a view into its block."""
+
+    __slots__ = ("_where", "categorical", "numeric")
+
+    def __init__(
+        self, numeric: np.ndarray | None, categorical: np.ndarray | None, where: dict[str, tuple[bool, int]]
+    ) -> None:
+        self.numeric = numeric
+        self.categorical = categorical
+        # feature name -> (numeric?, its position in that block)
+        self._where = where
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        numeric, position = self._where[name]
+        block = self.numeric if numeric else self.categorical
+        if block is None:
+            raise KeyError(name)
+        return block[:, position : position + 1]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
 
 # The model computes in float32 (largest value 3.4e38). Inputs are bounded well below that so that what
 # pipelines compute from them (products, squared distances: 1e18 squared is 1e36) stays finite too.
@@ -293,6 +322,9 @@ class RequestValidator:
         self._categorical = [feature for feature in contract.features if feature.kind == "categorical"]
         self._numeric_names = [feature.name for feature in self._numeric]
         self._categorical_names = [feature.name for feature in self._categorical]
+        self._where = {name: (True, position) for position, name in enumerate(self._numeric_names)} | {
+            name: (False, position) for position, name in enumerate(self._categorical_names)
+        }
         self._allowed = {
             feature.name: frozenset([*(feature.categories or ()), *([MISSING_CATEGORY] if feature.nullable else [])])
             for feature in self._categorical
@@ -371,8 +403,8 @@ class RequestValidator:
     # ------------------------------------------------------------ values
 
     def _columns(self, values: dict[str, list[Any]]) -> Columns:
-        """The model's input columns (float32 for numbers, object for categories, each of shape (rows, 1)),
-        keyed by feature name; raises ContractViolation with every problem found."""
+        """The model's inputs (a float32 block for numbers, an object block for categories); raises
+        ContractViolation with every problem found."""
         found: list[_Found] = []
         columns = self._converted(values, found)
         if found:
@@ -380,15 +412,12 @@ class RequestValidator:
         return columns
 
     def _converted(self, values: dict[str, list[Any]], found: list[_Found]) -> Columns:
-        """The columns whose values are valid; the problems of the others are added to `found`."""
-        columns: Columns = {}
-        if self._numeric:
-            self._numeric_columns(values, columns, found)
-        if self._categorical:
-            self._categorical_columns(values, columns, found)
-        return columns
+        """The blocks of the valid values; the problems of the others are added to `found`."""
+        numeric = self._numeric_block(values, found) if self._numeric else None
+        categorical = self._categorical_block(values, found) if self._categorical else None
+        return Columns(numeric, categorical, self._where)
 
-    def _numeric_columns(self, values: dict[str, list[Any]], columns: Columns, found: list[_Found]) -> None:
+    def _numeric_block(self, values: dict[str, list[Any]], found: list[_Found]) -> np.ndarray | None:
         block = [values[feature.name] for feature in self._numeric]
         kinds = set(map(type, chain.from_iterable(block)))
         if not kinds <= _NUMBER_TYPES:
@@ -403,7 +432,7 @@ class RequestValidator:
                         if type(value) not in allowed
                     )
             if len(found) > problems:
-                return
+                return None
         try:
             if _NONE in kinds:
                 wide = np.array(block, dtype=np.float64)  # (features, rows); null becomes NaN, which the imputer fills
@@ -424,10 +453,9 @@ class RequestValidator:
                     rows = rows[[column[row] is not None for row in rows]]
                 found.extend((int(row), self._order[feature.name], feature.name, _NOT_FINITE, None) for row in rows)
             if len(found) > problems:
-                return
-        # Iterating a (features, rows, 1) array gives each feature's (rows, 1) column, a view: no copy per column.
-        narrow = wide.astype(np.float32).reshape(len(block), -1, 1)
-        columns.update(zip(self._numeric_names, narrow, strict=True))
+                return None
+        # (rows, features), row-major: the model's numeric input as it is.
+        return np.ascontiguousarray(wide.T, dtype=np.float32)
 
     def _numeric_problem(self, feature: Feature, index: int, value: Any) -> _Found:
         order = self._order[feature.name]
@@ -435,7 +463,7 @@ class RequestValidator:
             return (index, order, feature.name, "must not be null", None)
         return (index, order, feature.name, f"expected a number, got {_json_type(value)} {_VALUE}", value)
 
-    def _categorical_columns(self, values: dict[str, list[Any]], columns: Columns, found: list[_Found]) -> None:
+    def _categorical_block(self, values: dict[str, list[Any]], found: list[_Found]) -> np.ndarray | None:
         block: list[list[Any]] = []
         for feature in self._categorical:
             column = values[feature.name]
@@ -449,9 +477,12 @@ class RequestValidator:
             encoded = self._encoded_categories(feature, column, found)
             if encoded is not None:
                 block.append(encoded)
-        if len(block) == len(self._categorical):
-            encoded_block = np.array(block, dtype=object).reshape(len(block), -1, 1)
-            columns.update(zip(self._categorical_names, encoded_block, strict=True))
+        if len(block) < len(self._categorical):
+            return None
+        # (rows, features), row-major, built from the (features, rows) lists in one pass.
+        rows = np.empty((len(block[0]), len(block)), dtype=object)
+        rows.T[...] = block
+        return rows
 
     def _encoded_categories(self, feature: Feature, column: list[Any], found: list[_Found]) -> list[str] | None:
         """The column as the model's category strings (nulls, numbers, booleans encoded as in training), or
