@@ -20,6 +20,7 @@ import boto3
 import pytest
 import requests
 from moto import mock_aws
+from moto.core.models import botocore_stubber
 from moto.s3 import responses as moto_s3_responses
 from moto.server import ThreadedMotoServer
 
@@ -80,13 +81,23 @@ def lambda_context() -> LambdaContext:
     return LambdaContext()
 
 
+def moto_transport(request: Any, deadline: float) -> aws.HttpReply:
+    """sklambda.aws's signed GETs through moto's in-process mock (which intercepts botocore clients' sends only),
+    else over the network as in production."""
+    response = botocore_stubber("before-send.s3.GetObject", request)
+    if response is None:
+        return aws.urllib3_transport(request, deadline)
+    return aws.HttpReply(response.status_code, response.headers, response.content)
+
+
 @pytest.fixture
-def aws_mock() -> Iterator[None]:
+def aws_mock(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """moto for every AWS call in the test; the cached boto3 clients are rebuilt inside the mock."""
     aws.s3_client.cache_clear()
     aws.lambda_client.cache_clear()
     aws.sns_client.cache_clear()
     aws.codedeploy_client.cache_clear()
+    monkeypatch.setattr(aws, "transport", moto_transport)
     with mock_aws():
         yield
     aws.s3_client.cache_clear()

@@ -13,7 +13,7 @@ import fastparquet
 import pandas as pd
 
 from sklambda.errors import DataError, NotFound
-from sklambda.objects import open_object_store
+from sklambda.locations import open_object_store
 
 logger = logging.getLogger(__name__)
 

@@ -33,6 +33,7 @@ from sklambda.errors import (
     PreconditionFailed,
     VersionRefused,
 )
+from sklambda.locations import open_object_store
 from sklambda.manifest import (
     AliasMove,
     AliasRecord,
@@ -42,7 +43,7 @@ from sklambda.manifest import (
     canonical_json,
     sha256_hex,
 )
-from sklambda.objects import ObjectStore, open_object_store
+from sklambda.objects import ObjectStore
 
 MANIFEST = "manifest.json"
 STATUS = "status.json"
