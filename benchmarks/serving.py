@@ -29,7 +29,7 @@ import orjson
 import pandas as pd
 
 from benchmarks.report import Row, interleaved, seconds, verdict
-from sklambda.contract import encode_frame, frame_to_instances
+from sklambda.contract_derivation import encode_frame, frame_to_instances
 from sklambda.manifest import Manifest
 from sklambda.store import ModelStore
 

@@ -6,16 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sklambda.contract import (
-    MISSING_CATEGORY,
-    ContractViolation,
-    DataContract,
-    canonical_categories,
-    canonical_category,
-    columns_from_records,
-    derive_contract,
-    encode_frame,
-)
+from sklambda.contract import MISSING_CATEGORY, ContractViolation, DataContract, Problem, canonical_category
+from sklambda.contract_derivation import canonical_categories, derive_contract, encode_frame
+from sklambda.request_validation import columns_from_records
 
 pytestmark = pytest.mark.unit
 
@@ -179,3 +172,11 @@ def test_canonical_categories_equal_canonical_category_value_by_value(values: li
         assert encoded.tolist() == [canonical_category(value) for value in column.tolist()]
         assert encoded.index.equals(column.index)
         assert encoded.dtype == object
+
+
+def test_the_summary_counts_the_other_problems_in_words() -> None:
+    one, two, three = (Problem(row=row, field="mass", message="must not be null") for row in range(3))
+    assert str(ContractViolation([one])) == "row 0 field 'mass': must not be null"
+    assert str(ContractViolation([one, two])).endswith("must not be null (and 1 more problem)")
+    assert str(ContractViolation([one, two, three])).endswith("must not be null (and 2 more problems)")
+    assert str(ContractViolation([one], total=120)).endswith("(and 119 more problems)")

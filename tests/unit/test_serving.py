@@ -15,9 +15,11 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_diabetes
 
-from sklambda.contract import Columns, ContractViolation, encode_frame, frame_to_instances
+from sklambda.contract import ContractViolation
+from sklambda.contract_derivation import encode_frame, frame_to_instances
 from sklambda.errors import VersionRefused
 from sklambda.manifest import Manifest
+from sklambda.request_validation import Columns
 from sklambda.runtimes import Prediction
 from sklambda.runtimes.sklearn import load_pipeline
 from sklambda.serving import PROBABILITY_TOLERANCE, REGRESSION_ATOL, REGRESSION_RTOL, LoadedModel, local_self_test

@@ -14,7 +14,8 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from sklambda.contract import Columns, DataContract
+from sklambda.contract import DataContract
+from sklambda.request_validation import Columns
 
 RuntimeName = Literal["onnx", "sklearn"]
 RUNTIMES: tuple[RuntimeName, ...] = ("onnx", "sklearn")

@@ -13,8 +13,9 @@ from collections.abc import Callable
 import numpy as np
 import onnxruntime as ort
 
-from sklambda.contract import Columns, DataContract
+from sklambda.contract import DataContract
 from sklambda.errors import VersionRefused
+from sklambda.request_validation import Columns
 from sklambda.runtimes import Prediction
 
 Feeds = Callable[[Columns], dict[str, np.ndarray]]
