@@ -114,6 +114,15 @@ class RequestValidator:
             feature.name: frozenset([*(feature.categories or ()), *([MISSING_CATEGORY] if feature.nullable else [])])
             for feature in self._categorical
         }
+        # The fast path's getters (a tuple of the kind's values per row; None where a kind has fewer than two
+        # features, which the general path handles) and the category sets it checks string values against in one
+        # C-level pass per feature (empty for categories sent as numbers or booleans: those take the general path).
+        self._numeric_row = itemgetter(*self._numeric_names) if len(self._numeric_names) > 1 else None
+        self._categorical_row = itemgetter(*self._categorical_names) if len(self._categorical_names) > 1 else None
+        self._string_categories = [
+            self._allowed[feature.name] if feature.value_type == "string" else frozenset()
+            for feature in self._categorical
+        ]
 
     # ------------------------------------------------------------ request shapes
 
@@ -121,6 +130,9 @@ class RequestValidator:
         """`[{feature: value, ...}, ...]` (the `instances` and `dataframe_records` formats)."""
         if type(rows) is not list or not rows:
             raise ContractViolation([Problem(message=_NOT_A_LIST)])
+        valid = self._valid_records(rows)
+        if valid is not None:
+            return valid
         values = self._record_values(rows)
         if values is not None:
             return self._columns(values)
@@ -137,6 +149,42 @@ class RequestValidator:
         self._converted({name: [row.get(name, _ABSENT) for row in rows] for name in self.names}, value_problems)
         found.extend(problem for problem in value_problems if problem[4] is not _ABSENT)
         self._raise(found)
+
+    def _valid_records(self, rows: list[Any]) -> Columns | None:
+        """The blocks straight from the rows, when every row is an object with exactly the contract's fields (or
+        more, where allowed), every numeric value an int or float within bounds and every categorical value a known
+        category string; else None, and the general path checks (and names the problems). Per row, one C-level
+        lookup of each kind's fields; then one pass for the types, one numpy conversion and one subset test per
+        categorical feature: no Python loop per value or per column (a 30-column row costs as much as a 7-column
+        one, nearly)."""
+        if self._numeric_row is None or (self._categorical_row is None and self._categorical):
+            return None
+        try:
+            sizes = set(map(len, rows))
+            if not (sizes == {len(self.names)} or (self.allow_unknown_fields and min(sizes) >= len(self.names))):
+                return None
+            numbers = list(map(self._numeric_row, rows))
+            strings = list(map(self._categorical_row, rows)) if self._categorical_row is not None else None
+        except (KeyError, TypeError):
+            return None
+        if not set(map(type, chain.from_iterable(numbers))) <= _NUMBER_TYPES:
+            return None
+        try:
+            wide = np.array(numbers, dtype=np.float64)
+        except OverflowError:
+            return None
+        if not (wide.max() <= MAX_MAGNITUDE and wide.min() >= -MAX_MAGNITUDE):
+            return None
+        categorical = None
+        if strings is not None:
+            try:
+                by_feature = zip(self._string_categories, zip(*strings, strict=True), strict=True)
+                if not all(allowed.issuperset(column) for allowed, column in by_feature):
+                    return None
+            except TypeError:  # an unhashable value
+                return None
+            categorical = np.array(strings, dtype=object)
+        return Columns(wide.astype(np.float32), categorical, self._where)
 
     def _record_values(self, rows: list[Any]) -> dict[str, list[Any]] | None:
         """One list of values per feature, or None when some row is not an object of exactly the contract's
