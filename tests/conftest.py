@@ -91,15 +91,19 @@ def moto_transport(request: Any, deadline: float) -> aws.HttpReply:
 
 
 @pytest.fixture
-def aws_mock(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def aws_mock() -> Iterator[None]:
     """moto for every AWS call in the test; the cached boto3 clients are rebuilt inside the mock."""
     aws.s3_client.cache_clear()
     aws.lambda_client.cache_clear()
     aws.sns_client.cache_clear()
     aws.codedeploy_client.cache_clear()
-    monkeypatch.setattr(aws, "transport", moto_transport)
-    with mock_aws():
-        yield
+    # Set and restored here, not with monkeypatch: a test's own monkeypatch.undo() must not take it away.
+    production_transport, aws.transport = aws.transport, moto_transport
+    try:
+        with mock_aws():
+            yield
+    finally:
+        aws.transport = production_transport
     aws.s3_client.cache_clear()
     aws.lambda_client.cache_clear()
     aws.sns_client.cache_clear()
