@@ -3,7 +3,8 @@
 
 - size: each function + its layers as `sam build` left them, against Lambda's 250 MiB limit and its budget;
 - init: predict in a fresh process from its bundle, model fetched from a local S3 (benchmarks/cold_start.py);
-- warm: the predict handler, single row and 1000 rows, both runtimes, two models (benchmarks/serving.py);
+- warm: the predict handler, single row and 1000 rows, both runtimes, two models, and two 30-column models on the
+  ONNX runtime (benchmarks/serving.py);
 - api: the local HTTP API under concurrent load from a second process (benchmarks/load.py);
 - retrain: a whole retrain run against bare fit + score (benchmarks/retrain.py).
 
@@ -75,8 +76,8 @@ def api(store_uri: str, scratch: str, concurrency: int, requests: int, limit_sec
         return [load.run(url, body, concurrency, requests, limit_seconds, Path(scratch))]
 
 
-def train(store_uri: str) -> list[Row]:
-    serving.train_models(store_uri)
+def train(store_uri: str, scratch: str) -> list[Row]:
+    serving.train_models(store_uri, scratch)
     return []
 
 
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         use(s3)
         store_uri = s3.bucket_uri("models")
         if sections & {"init", "warm", "api"}:
-            in_child("train", log, store_uri=store_uri)
+            in_child("train", log, store_uri=store_uri, scratch=str(scratch))
         if "init" in sections:
             if (BUILD / "template.yaml").is_file():
                 runtime_folder = lambda_runtime_folder(scratch / "lambda-runtime")
@@ -154,8 +155,11 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 rows.append(Row("init", "no .aws-sam/build: run `make build` (make bench does)", "-"))
         if "warm" in sections:
-            for label, name in serving.MODELS.items():
-                for runtime in ("onnx", "sklearn"):
+            runtimes: list[tuple[tuple[str, str], tuple[str, ...]]]
+            runtimes = [(model, ("onnx", "sklearn")) for model in serving.MODELS.items()]
+            runtimes += [(model, ("onnx",)) for model in serving.WIDE_MODELS.items()]
+            for (label, name), choices in runtimes:
+                for runtime in choices:
                     rows += in_child(
                         "warm",
                         log,

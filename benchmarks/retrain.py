@@ -29,8 +29,8 @@ import pandas as pd
 
 from benchmarks.report import Row, ratio, seconds, verdict
 from benchmarks.retrain_scaling import PENGUINS, synthesise
-from sklambda.contract import derive_contract, encode_frame
-from sklambda.objects import open_object_store
+from sklambda.contract_derivation import derive_contract, encode_frame
+from sklambda.locations import open_object_store
 from sklambda.serving import local_self_test
 from sklambda.store import ModelStore
 from training.config import TrainingConfig, load_config

@@ -20,6 +20,7 @@ import boto3
 import pytest
 import requests
 from moto import mock_aws
+from moto.core.models import botocore_stubber
 from moto.s3 import responses as moto_s3_responses
 from moto.server import ThreadedMotoServer
 
@@ -80,6 +81,15 @@ def lambda_context() -> LambdaContext:
     return LambdaContext()
 
 
+def moto_transport(request: Any, deadline: float) -> aws.HttpReply:
+    """sklambda.aws's signed GETs through moto's in-process mock (which intercepts botocore clients' sends only),
+    else over the network as in production."""
+    response = botocore_stubber("before-send.s3.GetObject", request)
+    if response is None:
+        return aws.urllib3_transport(request, deadline)
+    return aws.HttpReply(response.status_code, response.headers, response.content)
+
+
 @pytest.fixture
 def aws_mock() -> Iterator[None]:
     """moto for every AWS call in the test; the cached boto3 clients are rebuilt inside the mock."""
@@ -87,8 +97,13 @@ def aws_mock() -> Iterator[None]:
     aws.lambda_client.cache_clear()
     aws.sns_client.cache_clear()
     aws.codedeploy_client.cache_clear()
-    with mock_aws():
-        yield
+    # Set and restored here, not with monkeypatch: a test's own monkeypatch.undo() must not take it away.
+    production_transport, aws.transport = aws.transport, moto_transport
+    try:
+        with mock_aws():
+            yield
+    finally:
+        aws.transport = production_transport
     aws.s3_client.cache_clear()
     aws.lambda_client.cache_clear()
     aws.sns_client.cache_clear()

@@ -1,5 +1,6 @@
 """Fault injection for the tests: an HTTP proxy in front of a moto S3 server that can answer 503, throttle
-(SlowDown) or hang, and an object store wrapper that "crashes" the process at a chosen write."""
+(SlowDown), hang, answer each request only after 5 s ("slow") or send the reply's body a byte at a time
+("trickle"), and an object store wrapper that "crashes" the process at a chosen write."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from typing import Any, Literal
 
 from sklambda.objects import Blob, ObjectStore
 
-Fault = Literal["503", "slowdown", "hang"]
+Fault = Literal["503", "slowdown", "hang", "slow", "trickle"]
+SLOW_SECONDS = 5.0
+TRICKLE_SECONDS_PER_BYTE = 0.05
 
 _ERRORS = {
     "503": ("ServiceUnavailable", "Service is unable to handle request."),
@@ -38,22 +41,37 @@ class S3FaultProxy:
 
             def _handle(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if proxy.fault is not None:
+                fault = proxy.fault
+                if fault == "503" or fault == "slowdown" or fault == "hang":
                     proxy.failed_requests += 1
-                    self._fail(proxy.fault)
+                    self._fail(fault)
+                    return
+                if fault is not None:
+                    proxy.failed_requests += 1
+                if fault == "slow" and proxy._release.wait(SLOW_SECONDS):
                     return
                 connection = http.client.HTTPConnection(*proxy.upstream, timeout=30)
                 connection.request(self.command, self.path, body=body, headers=dict(self.headers.items()))
                 response = connection.getresponse()
                 payload = response.read()
-                self.send_response(response.status)
-                for name, value in response.getheaders():
-                    if name.lower() not in {"content-length", "transfer-encoding", "connection"}:
-                        self.send_header(name, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
                 connection.close()
+                try:
+                    self.send_response(response.status)
+                    for name, value in response.getheaders():
+                        if name.lower() not in {"content-length", "transfer-encoding", "connection"}:
+                            self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    if fault != "trickle":
+                        self.wfile.write(payload)
+                        return
+                    for index in range(len(payload)):
+                        if proxy._release.wait(TRICKLE_SECONDS_PER_BYTE):
+                            return
+                        self.wfile.write(payload[index : index + 1])
+                        self.wfile.flush()
+                except OSError:  # the client gave up: what the faults are for
+                    self.close_connection = True
 
             def _fail(self, fault: Fault) -> None:
                 if fault == "hang":

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sklambda.contract import encode_frame
+from sklambda.contract_derivation import encode_frame, model_inputs
 from sklambda.errors import SklambdaError
 from sklambda.manifest import Manifest
 from sklambda.runtimes import ARTIFACTS, Prediction, Predictor, RuntimeName, load_predictor
@@ -125,14 +125,7 @@ class _Scorer:
     def outputs(self, rows: pd.DataFrame) -> Outputs:
         contract = self.manifest.contract
         encoded = encode_frame(rows, contract)
-        columns = {
-            feature.name: (
-                encoded[feature.name].to_numpy(np.float32)
-                if feature.kind == "numeric"
-                else encoded[feature.name].to_numpy(object)
-            ).reshape(-1, 1)
-            for feature in contract.features
-        }
+        columns = model_inputs(encoded, contract)
         try:
             prediction = self.predictor.predict(columns)
         except Exception as error:  # the runtime's own error types

@@ -17,7 +17,8 @@ import fastparquet
 import pandas as pd
 
 from sklambda.errors import DataError, NotFound
-from sklambda.objects import ObjectStore, SizedListing, open_object_store
+from sklambda.locations import open_object_store
+from sklambda.objects import ObjectStore, SizedListing
 
 logger = logging.getLogger(__name__)
 

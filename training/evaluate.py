@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as sk_metrics
 
-from sklambda.contract import Columns, DataContract, RequestValidator, Task, encode_frame
+from sklambda.contract import DataContract, Task
+from sklambda.contract_derivation import encode_frame, model_inputs
 from sklambda.manifest import (
     Agreement,
     FeatureImportance,
@@ -21,6 +22,7 @@ from sklambda.manifest import (
     RuntimeParity,
     RuntimeSupport,
 )
+from sklambda.request_validation import RequestValidator
 from sklambda.runtimes import NUMBER_TYPES, Prediction, load_predictor
 from sklambda.serving import PROBABILITY_TOLERANCE, REGRESSION_ATOL, REGRESSION_RTOL, is_tie, labels_to_json
 from training.config import CLASSIFICATION_METRICS, REGRESSION_METRICS, EvaluationSection, TrainingConfig
@@ -323,7 +325,9 @@ def runtime_parity(
             predictor = load_predictor(runtime, files[support.artifact], contract)  # type: ignore[arg-type]
             validator = RequestValidator(contract, number_type=NUMBER_TYPES[runtime])  # type: ignore[index]
             golden_prediction = predictor.predict(validator.records(golden.instances))
-            held_out_prediction = predictor.predict(serving_columns(encoded, contract, NUMBER_TYPES[runtime]))  # type: ignore[index]
+            # Held-out rows may hold a category the training rows never had, which a request could not send but the
+            # pipeline still answers: the inputs are built without validating each value.
+            held_out_prediction = predictor.predict(model_inputs(encoded, contract, NUMBER_TYPES[runtime]))  # type: ignore[index]
         except Exception as error:  # the runtime's own error types: it cannot serve this pipeline
             result = RuntimeParity(exact=False, error=f"the {runtime} runtime could not predict: {error}"[:500])
         else:
@@ -347,21 +351,6 @@ def runtime_parity(
                 update={"supported": False, "detail": f"{result.describe()}{remedy}"[:2000]}
             )
     return checked, parity
-
-
-def serving_columns(encoded: pd.DataFrame, contract: DataContract, number_type: Any) -> Columns:
-    """The model input columns the request validator builds for these rows (numbers as the runtime's
-    `number_type`, categories as the contract's strings, each of shape (rows, 1)), without validating each value:
-    held-out rows may hold a category the training rows never had, which a request could not send but the
-    pipeline still answers."""
-    columns: Columns = {}
-    for feature in contract.features:
-        column = encoded[feature.name]
-        if feature.kind == "numeric":
-            columns[feature.name] = column.to_numpy(dtype=number_type).reshape(-1, 1)
-        else:
-            columns[feature.name] = column.to_numpy(dtype=object).reshape(-1, 1)
-    return columns
 
 
 def agreement(

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sklambda.contract import DataContract, Task, encode_frame
+from sklambda.contract import DataContract, Task
+from sklambda.contract_derivation import encode_frame
 from sklambda.errors import VersionRefused
 from sklambda.manifest import Comparison, Manifest, Metric
 from sklambda.registry import ServingCheck

@@ -28,7 +28,8 @@ import joblib
 import numpy as np
 import pandas as pd
 
-from sklambda.contract import DataContract, Task, derive_contract, encode_frame, frame_to_instances
+from sklambda.contract import DataContract, Task
+from sklambda.contract_derivation import derive_contract, encode_frame, frame_to_instances
 from sklambda.errors import AliasConflict, ConfigError, DataError, DataRejected, NotFound, RunSkipped, SklambdaError
 from sklambda.manifest import (
     Comparison,

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from sklambda.contract import MISSING_CATEGORY, canonical_categories, canonical_category, frame_problems
+from sklambda.contract import MISSING_CATEGORY, canonical_category
+from sklambda.contract_derivation import canonical_categories, frame_problems
 from sklambda.manifest import Manifest
 from training.champion import Champion
 from training.config import TrainingConfig

@@ -34,11 +34,13 @@ from sklambda.api import (
     request_bytes,
     row_limit,
 )
+from sklambda.deadlines import from_context, within
 from sklambda.emf import fast_metrics
 from sklambda.errors import HttpError, ModelUnavailable, SklambdaError
 from sklambda.http import bootstrap, error_reply, lambda_response, log_error, whole_number
 from sklambda.http import request_id as request_id_of
 from sklambda.openapi import build_spec
+from sklambda.runtimes import preload
 from sklambda.serving import LoadedModel, ModelCache, load_version
 from sklambda.settings import ServingSettings
 
@@ -47,6 +49,9 @@ logger, metrics, settings, store = bootstrap(ServingSettings, metrics=fast_metri
 limits = RequestLimits.of(settings)
 
 Response = dict[str, Any]
+# Lambda's init phase ends after 10 s (on demand); the store work at init gives up after this less
+# deadlines.RESERVE_SECONDS.
+INIT_SECONDS = 6.0
 Route = Callable[[dict[str, Any], str], Response]
 
 
@@ -65,8 +70,12 @@ cache = ModelCache(
     allow_unknown_fields=settings.allow_unknown_fields,
 )
 # Load and self-test at init, so the first request finds the model ready (and provisioned concurrency or
-# SnapStart start warm). A store that fails now leaves the cache empty; requests retry.
-cache.prime()
+# SnapStart start warm). A store that fails now leaves the cache empty; requests retry. The runtime's library
+# imports while the model downloads; the store work ends well within Lambda's 10 s init phase (a store that
+# fails now gets another chance, with its own deadline, at the first request).
+preload(settings.serving_runtime)
+with within(INIT_SECONDS):
+    cache.prime()
 
 try:  # Lambda's SnapStart runtime hooks (in its Python 3.12+ runtimes; absent on a laptop)
     from snapshot_restore_py import register_after_restore  # type: ignore[import-not-found]
@@ -233,6 +242,7 @@ def answer_self_test(request: dict[str, Any]) -> dict[str, Any]:
 
 
 @metrics.log_metrics(capture_cold_start_metric=True)
+@from_context
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if "self_test" in event:
         return answer_self_test(event["self_test"])

@@ -9,7 +9,6 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from botocore.exceptions import EndpointConnectionError
 
 from sklambda import aws
 from sklambda.store import ModelStore
@@ -20,24 +19,27 @@ pytestmark = pytest.mark.integration
 
 
 class StoreFaults:
-    """Makes S3 GetObject fail at the connection (before moto answers), for keys containing `match`."""
+    """Makes S3 reads fail at the connection (before moto answers), for keys containing `match`."""
 
-    def __init__(self) -> None:
+    def __init__(self, transport: aws.Transport) -> None:
         self.match: str | None = None
         self.failed = 0
-        aws.s3_client().meta.events.register_first("before-send.s3.GetObject", self._maybe_fail)
+        self._transport = transport
 
-    def _maybe_fail(self, request: Any, **_: Any) -> None:
+    def __call__(self, request: Any, deadline: float) -> aws.HttpReply:
         if self.match is not None and self.match in request.url:
             self.failed += 1
-            raise EndpointConnectionError(endpoint_url=request.url)
+            raise aws.TransientError("connection refused")
+        return self._transport(request, deadline)
 
 
 @pytest.fixture
 def faults(aws_mock: None, monkeypatch: pytest.MonkeyPatch) -> StoreFaults:
-    # botocore waits between retries; the waits are not what is tested here
-    monkeypatch.setattr("botocore.retries.standard.ExponentialBackoff.delay_amount", lambda self, context: 0)
-    return StoreFaults()
+    # The waits between retries are not what is tested here
+    monkeypatch.setattr(aws, "_backoff", lambda attempt: 0.0)
+    faults = StoreFaults(aws.transport)
+    monkeypatch.setattr(aws, "transport", faults)
+    return faults
 
 
 @pytest.fixture

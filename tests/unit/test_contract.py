@@ -6,16 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sklambda.contract import (
-    MISSING_CATEGORY,
-    ContractViolation,
-    DataContract,
-    canonical_categories,
-    canonical_category,
-    columns_from_records,
-    derive_contract,
-    encode_frame,
-)
+from sklambda.contract import MISSING_CATEGORY, ContractViolation, DataContract, Problem, canonical_category
+from sklambda.contract_derivation import canonical_categories, derive_contract, encode_frame
+from sklambda.request_validation import RequestValidator, columns_from_records
 
 pytestmark = pytest.mark.unit
 
@@ -66,6 +59,31 @@ def test_valid_rows_become_model_inputs(contract: DataContract) -> None:
     assert np.isnan(columns["mass"][1, 0])
     assert columns["year"].ravel().tolist() == [2008.0, 2009.0]
     assert columns["sex"].ravel().tolist() == ["female", MISSING_CATEGORY]
+
+
+@pytest.mark.parametrize("count", [1, 3, 40])
+def test_the_fast_path_builds_the_blocks_the_checked_path_builds(contract: DataContract, count: int) -> None:
+    # Given valid rows (which take the fast path), and the same rows with one null (which take the checked one)
+    validator = RequestValidator(contract)
+    rows = [row(mass=3800.0 + index, island=("Biscoe", "Dream")[index % 2]) for index in range(count)]
+    fast = validator.records(rows)
+    checked = validator.records([*rows, row(mass=None)])
+    # Then both give one row-major float32 block and one block of category strings, with the same values
+    assert fast.numeric is not None
+    assert checked.numeric is not None
+    assert fast.categorical is not None
+    assert checked.categorical is not None
+    assert fast.numeric.dtype == checked.numeric.dtype == np.float32
+    assert fast.numeric.flags["C_CONTIGUOUS"]
+    assert checked.numeric.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(fast.numeric, checked.numeric[:count])
+    assert fast.categorical.tolist() == checked.categorical[:count].tolist()
+    assert fast.numeric.shape == (count, 2)
+    assert fast.categorical.shape == (count, 2)
+    # And a field the contract does not know is still refused, and accepted only where allowed
+    assert problems_of([row(), row(wings=2)], contract) == [(1, "'wings'", "unknown field")]
+    lenient = RequestValidator(contract, allow_unknown_fields=True).records([row(), row(wings=2)])
+    np.testing.assert_array_equal(lenient.numeric, validator.records([row(), row()]).numeric)
 
 
 def test_no_silent_coercion(contract: DataContract) -> None:
@@ -179,3 +197,11 @@ def test_canonical_categories_equal_canonical_category_value_by_value(values: li
         assert encoded.tolist() == [canonical_category(value) for value in column.tolist()]
         assert encoded.index.equals(column.index)
         assert encoded.dtype == object
+
+
+def test_the_summary_counts_the_other_problems_in_words() -> None:
+    one, two, three = (Problem(row=row, field="mass", message="must not be null") for row in range(3))
+    assert str(ContractViolation([one])) == "row 0 field 'mass': must not be null"
+    assert str(ContractViolation([one, two])).endswith("must not be null (and 1 more problem)")
+    assert str(ContractViolation([one, two, three])).endswith("must not be null (and 2 more problems)")
+    assert str(ContractViolation([one], total=120)).endswith("(and 119 more problems)")

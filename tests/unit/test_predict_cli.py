@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sklambda.contract import MISSING_CATEGORY, encode_frame, frame_to_instances
+from sklambda.contract import MISSING_CATEGORY
+from sklambda.contract_derivation import encode_frame, frame_to_instances
 from sklambda.runtimes.sklearn import load_pipeline
 from sklambda.store import ModelStore
 from tests.conftest import PENGUINS_CSV, LambdaContext, load_event

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from aws_lambda_powertools.metrics.provider import cold_start
 
-from sklambda.contract import encode_frame
+from sklambda.contract_derivation import encode_frame
 from sklambda.runtimes.sklearn import load_pipeline
 from sklambda.store import ModelStore
 from tests.conftest import LambdaContext, load_event
@@ -153,13 +153,13 @@ TOO_DEEP = '{"instances": [{"island": [[[[[["Biscoe"]]]]]]}]}'
             '{"instances": [{"island": "Biscoe"}]}',
             None,
             422,
-            "row 0 field 'bill_length_mm': missing field (and 5 more)",
+            "row 0 field 'bill_length_mm': missing field (and 5 more problems)",
         ),
         (
             '{"dataframe_split": {"columns": ["island"], "data": [["Biscoe"]]}}',
             None,
             422,
-            "field 'bill_length_mm': missing column (and 5 more)",
+            "field 'bill_length_mm': missing column (and 5 more problems)",
         ),
         ('{"dataframe_split": {"columns": [1], "data": [[1]]}}', None, 422, "field 'columns': expected a list of col"),
     ],
@@ -202,7 +202,7 @@ def test_every_problem_by_row_and_field(predict_app: ModuleType, lambda_context:
     ]
     assert reply["problem_count"] == 5
     assert reply["error"].startswith("row 0 field 'year': expected a number, got string '2009'")
-    assert reply["error"].endswith("(and 4 more)")
+    assert reply["error"].endswith("(and 4 more problems)")
 
 
 def test_unknown_fields_are_refused_unless_the_deployment_allows_them(

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pandas as pd
 import pytest
 from sklearn.compose import ColumnTransformer
@@ -21,9 +20,10 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from sklambda.api import RequestLimits, model_description
-from sklambda.contract import encode_frame
+from sklambda.contract import DataContract
+from sklambda.contract_derivation import encode_frame, model_inputs
 from sklambda.errors import VersionRefused
-from sklambda.runtimes import Prediction
+from sklambda.runtimes import Prediction, load_predictor
 from sklambda.serving import check_parity, is_tie, load_version
 from sklambda.store import ModelStore
 from training.cli import main
@@ -93,18 +93,17 @@ def config_file(tmp_path: Path, factory: str) -> Path:
 
 
 def onnx_disagreements(
-    trained_files: dict[str, bytes], pipeline: Pipeline, x_test: pd.DataFrame, contract: object
+    trained_files: dict[str, bytes], pipeline: Pipeline, x_test: pd.DataFrame, contract: DataContract
 ) -> int:
     """Counted here without the training code's parity check: ONNX Runtime fed as the serving code feeds it."""
-    encoded = encode_frame(x_test, contract)  # type: ignore[arg-type]
-    session = ort.InferenceSession(trained_files["model.onnx"], providers=["CPUExecutionProvider"])
-    feeds = {name: encoded[[name]].to_numpy(np.float32 if name in NUMERIC else object) for name in encoded.columns}
-    labels, probabilities = session.run(None, feeds)
+    encoded = encode_frame(x_test, contract)
+    prediction = load_predictor("onnx", trained_files["model.onnx"], contract).predict(model_inputs(encoded, contract))
+    assert prediction.probabilities is not None
     expected = pipeline.predict_proba(encoded)
     # Where the pipeline's two probabilities are equal it has no class to reproduce (it takes the first).
     tie = np.abs(expected[:, 0] - expected[:, 1]) <= 1e-4
-    other_class = (labels.ravel() != pipeline.predict(encoded)) & ~tie
-    far_apart = np.abs(probabilities - expected).max(axis=1) > 1e-4
+    other_class = (prediction.labels.ravel() != pipeline.predict(encoded)) & ~tie
+    far_apart = np.abs(prediction.probabilities - expected).max(axis=1) > 1e-4
     return int((other_class | far_apart).sum())
 
 

@@ -15,9 +15,11 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_diabetes
 
-from sklambda.contract import ContractViolation, encode_frame, frame_to_instances
+from sklambda.contract import ContractViolation
+from sklambda.contract_derivation import encode_frame, frame_to_instances
 from sklambda.errors import VersionRefused
 from sklambda.manifest import Manifest
+from sklambda.request_validation import Columns
 from sklambda.runtimes import Prediction
 from sklambda.runtimes.sklearn import load_pipeline
 from sklambda.serving import PROBABILITY_TOLERANCE, REGRESSION_ATOL, REGRESSION_RTOL, LoadedModel, local_self_test
@@ -212,7 +214,61 @@ def test_rows_the_model_cannot_score_are_a_422_naming_them(local_store_copy: Pat
     model = LoadedModel(manifest, "onnx", Overflowing(), 0.0, validator=None)  # type: ignore[arg-type]
     # When it predicts
     with pytest.raises(ContractViolation) as refused:
-        model.predict({})
+        model.predict(Columns(None, None, {}))
     # Then those rows are named, not answered with null probabilities
     assert [problem.row for problem in refused.value.problems] == [1, 2]
     assert refused.value.problems[0].message.startswith("the model gives no finite output for this row")
+
+
+# ------------------------------------------------------------------------------------------ input layouts
+
+
+def test_the_onnx_artifact_takes_one_tensor_per_kind_of_feature(local_store_copy: Path) -> None:
+    import onnxruntime as ort
+
+    # Given the sample model as training stores it (5 numeric and 2 categorical features)
+    store = ModelStore.from_uri(str(local_store_copy))
+    v1 = store.manifest("penguins", 1)
+    contract = v1.contract
+    # When its ONNX artifact is opened
+    session = ort.InferenceSession(store.artifact(v1, "model.onnx"), providers=["CPUExecutionProvider"])
+    # Then it has two inputs, as wide as the contract has features of each kind
+    widths = {node.type: node.shape[1] for node in session.get_inputs()}
+    assert widths == {
+        "tensor(float)": sum(feature.kind == "numeric" for feature in contract.features),
+        "tensor(string)": sum(feature.kind == "categorical" for feature in contract.features),
+    }
+
+
+def test_a_version_converted_with_one_input_per_column_still_loads_and_serves(local_store_copy: Path) -> None:
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+
+    from sklambda.runtimes.onnx import OnnxPredictor
+    from sklambda.serving import load_version
+
+    # Given a v2 whose ONNX was converted as before inputs were grouped: one (rows, 1) input per feature
+    store = ModelStore.from_uri(str(local_store_copy))
+    v1 = store.manifest("penguins", 1)
+    pipeline = load_pipeline(store.artifact(v1, "model.joblib"))
+    initial_types = [
+        (feature.name, FloatTensorType([None, 1]) if feature.kind == "numeric" else StringTensorType([None, 1]))
+        for feature in v1.contract.features
+    ]
+    options = {id(pipeline.steps[-1][1]): {"zipmap": False}}  # type: ignore[attr-defined]
+    per_column = convert_sklearn(pipeline, initial_types=initial_types, options=options).SerializeToString()
+    version = publish_copy_of_v1(store, **{"model.onnx": per_column})
+    # When it is loaded by the serving runtime (checksum, session, parity self-test)
+    loaded = load_version(store, store.manifest("penguins", version), "onnx")
+    # Then it serves, through its per-column inputs, the same outputs as the grouped v1
+    assert isinstance(loaded.predictor, OnnxPredictor)
+    assert not loaded.predictor.grouped
+    grouped = load_version(store, v1, "onnx")
+    assert isinstance(grouped.predictor, OnnxPredictor)
+    assert grouped.predictor.grouped
+    rows = json.loads(load_event("predict")["body"])["instances"]
+    old, new = (model.predict(model.validator.records(rows)) for model in (loaded, grouped))
+    assert old.labels.tolist() == new.labels.tolist()
+    assert old.probabilities is not None
+    assert new.probabilities is not None
+    np.testing.assert_allclose(old.probabilities, new.probabilities, atol=1e-6)

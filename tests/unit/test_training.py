@@ -26,7 +26,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, label_binarize
 
-from sklambda.contract import encode_frame
+from sklambda.contract_derivation import encode_frame
 from sklambda.errors import ConfigError, DataError
 from sklambda.manifest import Metric
 from sklambda.store import ModelStore

@@ -16,7 +16,8 @@ from typing import Any
 import orjson
 
 from sklambda.api import predict_reply
-from sklambda.contract import ContractViolation, frame_to_instances
+from sklambda.contract import ContractViolation
+from sklambda.contract_derivation import frame_to_instances
 from sklambda.errors import SklambdaError
 from sklambda.http import error_reply
 from sklambda.runtimes import RUNTIMES

@@ -28,17 +28,10 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
-from sklambda.contract import (
-    MISSING_CATEGORY,
-    Columns,
-    ContractViolation,
-    DataContract,
-    Feature,
-    RequestValidator,
-    echo,
-)
+from sklambda.contract import MISSING_CATEGORY, ContractViolation, DataContract, Feature, echo
 from sklambda.errors import RequestError
 from sklambda.manifest import Manifest
+from sklambda.request_validation import Columns, RequestValidator
 from sklambda.runtimes import Prediction
 from sklambda.serving import LoadedModel
 from sklambda.settings import ServingSettings

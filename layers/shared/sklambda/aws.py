@@ -1,45 +1,55 @@
 """The only module that talks to AWS (the AWS SDK for Python). Everything else receives the objects made here.
 
-Clients come from botocore, the SDK's core that boto3 wraps: `import boto3` also imports s3transfer and boto3's
-resource layer, which nothing here uses, and costs the predict function's cold start ~50 ms more (measured from
-the built bundle: benchmarks/cold_start.py). botocore reads the same configuration (AWS_ENDPOINT_URL(_S3),
-AWS_DEFAULT_REGION, the credential chain).
+Reading the model store (the predict path): signed GETs made here with botocore's own SigV4 signer
+(`botocore.auth.S3SigV4Auth` over `botocore.awsrequest`) and sent with urllib3, without a botocore client. A client
+loads the S3 service model, endpoint rules and partitions when it is created: measured from the built bundle
+(benchmarks/cold_start.py) that is most of the SDK's share of a cold start. Conditional reads (If-None-Match, the
+alias check) are plain headers. Credentials: Lambda's environment variables (AWS_ACCESS_KEY_ID...), else botocore's
+credential chain (profiles, SSO, instance roles) on a laptop. Endpoint: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL
+(a local S3 server) or the region's S3 endpoint.
 
-A failing S3 must give a clear error inside the Lambda timeout (predict: 10 s), not a timeout. botocore retries
-by attempt count only, so its "standard" mode keeps deciding *whether* and *how long* to back off (throttling,
-5xx, connection errors), and a hook added here refuses any retry that could not finish within
-`RETRY_BUDGET_SECONDS` of the call's start, counting the worst case of one more attempt (connect + read timeout)
-plus the longest backoff botocore may pick. A failing call therefore ends within the budget, whatever S3 does
-(measured in tests/unit/test_s3_faults.py against a local server answering 503, SlowDown, or nothing at all).
+Everything else (writes, listings, Lambda, SNS, CodeDeploy) uses botocore clients, which read the same
+configuration.
+
+Time limits: inside a `sklambda.deadlines.within` block (the predict handler sets one per request and one for its
+init), every read and its retries end by that one deadline, body included, however slowly the store answers or
+trickles; outside one, a call gives up within RETRY_BUDGET_SECONDS of its start. For botocore clients, a hook
+added here refuses any retry that could not finish in time, counting one more attempt (connect + read timeout)
+plus the longest backoff botocore may pick (measured in tests/integration against a local server answering 503,
+SlowDown, nothing at all, after 5 s, or a byte at a time).
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import random
 import time
+import urllib.parse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-import botocore.session
 import orjson
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from sklambda import deadlines
 from sklambda.errors import NotFound, PreconditionFailed, StoreUnavailable
 from sklambda.objects import Blob
 
 if TYPE_CHECKING:
+    import botocore.session
+    from botocore.awsrequest import AWSPreparedRequest
+    from botocore.config import Config
     from mypy_boto3_s3 import S3Client
 
-# A failed S3 call gives up within this many seconds of its start (well inside predict's 10 s timeout).
+# A failed S3 call gives up within this many seconds of its start when no deadline is set.
 RETRY_BUDGET_SECONDS = 6.0
 _CONNECT_TIMEOUT = 1.0
-# Per socket read, not per download: a large artifact streams fine as long as bytes keep coming.
+# Per socket read, not per download: a large artifact streams fine as long as bytes keep coming (within the
+# deadline).
 _READ_TIMEOUT = 2.0
-_CLIENT_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": 5},
-    connect_timeout=_CONNECT_TIMEOUT,
-    read_timeout=_READ_TIMEOUT,
-)
+_MAX_ATTEMPTS = 5
 _DEADLINE = "sklambda_retry_deadline"
 # botocore's standard backoff is rand(0, 1) * min(scale * 2 ** (attempt - 1), 20) with scale 1 for throttling
 # (less for other errors), plus at most 5 s more when S3 sends x-amz-retry-after.
@@ -47,8 +57,15 @@ _MAX_BACKOFF_SECONDS = 20.0
 _RETRY_AFTER_EXTRA_SECONDS = 5.0
 
 
+def _call_deadline() -> float:
+    """When a call starting now must have ended: the current deadline, else the per-call budget."""
+    budget = time.monotonic() + RETRY_BUDGET_SECONDS
+    deadline = deadlines.current()
+    return budget if deadline is None else min(budget, deadline)
+
+
 def _start_retry_clock(context: dict[str, Any], **_: Any) -> None:
-    context[_DEADLINE] = time.monotonic() + RETRY_BUDGET_SECONDS
+    context[_DEADLINE] = _call_deadline()
 
 
 def _refuse_retry_past_deadline(
@@ -68,13 +85,26 @@ def _refuse_retry_past_deadline(
 @functools.cache
 def _session() -> botocore.session.Session:
     """One botocore session per process (it loads the SDK's endpoint and partition data once)."""
+    import botocore.session
+
     return botocore.session.get_session()
 
 
+@functools.cache
+def _client_config() -> Config:
+    from botocore.config import Config
+
+    return Config(
+        retries={"mode": "standard", "max_attempts": _MAX_ATTEMPTS},
+        connect_timeout=_CONNECT_TIMEOUT,
+        read_timeout=_READ_TIMEOUT,
+    )
+
+
 def make_s3_client(**client_options: Any) -> S3Client:
-    """An S3 client with bounded timeouts and retries that stop within RETRY_BUDGET_SECONDS."""
+    """An S3 client with bounded timeouts and retries that stop by the deadline (or RETRY_BUDGET_SECONDS)."""
     # botocore's stubs type every client as BaseClient; this one is S3's.
-    client = cast("S3Client", _session().create_client("s3", config=_CLIENT_CONFIG, **client_options))
+    client = cast("S3Client", _session().create_client("s3", config=_client_config(), **client_options))
     client.meta.events.register("before-call.s3", _start_retry_clock)
     # The stubs type handlers as returning None; botocore reads needs-retry handlers' return values.
     client.meta.events.register_first("needs-retry.s3", _refuse_retry_past_deadline)  # type: ignore[arg-type]
@@ -86,6 +116,150 @@ def s3_client() -> S3Client:
     # One client per process, reused across warm invocations; AWS_ENDPOINT_URL(_S3) points it at a local
     # S3 (moto server) for tests and `sam local`, without any code path of our own for that.
     return make_s3_client()
+
+
+# ------------------------------------------------------------------------------------------ signed GETs
+
+
+@dataclass(frozen=True)
+class HttpReply:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class TransientError(Exception):
+    """The request did not get a complete answer (connection refused or reset, a timeout): worth retrying."""
+
+
+# Sends a signed request and reads the whole reply by the deadline (monotonic time), or raises TransientError.
+Transport = Callable[["AWSPreparedRequest", float], HttpReply]
+_BODY_CHUNK = 1 << 20
+
+
+@functools.cache
+def _pool() -> Any:
+    import urllib3
+
+    # AWS_CA_BUNDLE as botocore reads it; else the system's trust store.
+    return urllib3.PoolManager(maxsize=4, retries=False, ca_certs=os.environ.get("AWS_CA_BUNDLE"))
+
+
+def urllib3_transport(request: AWSPreparedRequest, deadline: float) -> HttpReply:
+    """The request over urllib3 (what botocore itself sends with). Each socket wait is bounded by the time left,
+    and the body is read in chunks checked against the deadline, so a store that trickles cannot hold it."""
+    import urllib3
+
+    def left() -> float:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TransientError("deadline reached")
+        return remaining
+
+    try:
+        response = _pool().request(
+            request.method,
+            request.url,
+            headers=dict(request.headers.items()),
+            preload_content=False,
+            timeout=urllib3.Timeout(connect=min(_CONNECT_TIMEOUT, left()), read=min(_READ_TIMEOUT, left())),
+            redirect=False,
+        )
+        try:
+            chunks = []
+            while chunk := response.read1(_BODY_CHUNK):
+                chunks.append(chunk)
+                sock = getattr(response.connection, "sock", None)
+                if sock is not None:
+                    sock.settimeout(min(_READ_TIMEOUT, left()))
+            return HttpReply(response.status, response.headers, b"".join(chunks))
+        finally:
+            response.release_conn()
+    except urllib3.exceptions.HTTPError as error:
+        raise TransientError(f"{type(error).__name__}: {error}") from None
+    except OSError as error:  # a socket timeout set mid-body
+        raise TransientError(f"{type(error).__name__}: {error}") from None
+
+
+# Tests replace this (moto's in-process mock intercepts botocore clients only; tests/conftest.py routes these
+# requests through it).
+transport: Transport = urllib3_transport
+
+_RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+def _region() -> str:
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    return region or str(_session().get_config_variable("region") or "us-east-1")
+
+
+def _endpoint(bucket: str) -> tuple[str, bool]:
+    """(base URL, path-style?) for a bucket: a configured endpoint (a local S3) path-style, else the region's S3
+    endpoint with the bucket in the host name (virtual-hosted style, as botocore does for DNS-safe names)."""
+    configured = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if configured:
+        return configured.rstrip("/"), True
+    region = _region()
+    domain = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    if "." in bucket or bucket.lower() != bucket:
+        return f"https://s3.{region}.{domain}", True
+    return f"https://{bucket}.s3.{region}.{domain}", False
+
+
+def _credentials() -> Any:
+    """Lambda's (and CI's) environment variables, read at each request (SnapStart restores with new ones);
+    else botocore's credential chain, refreshed by botocore."""
+    from botocore.credentials import Credentials
+
+    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if key and secret:
+        return Credentials(key, secret, os.environ.get("AWS_SESSION_TOKEN"))
+    chain = _session().get_credentials()
+    if chain is None:
+        raise StoreUnavailable("no AWS credentials found (environment, profile or role)")
+    return chain.get_frozen_credentials()
+
+
+def _backoff(attempt: int) -> float:
+    """Full jitter, as botocore's standard mode: rand(0, 1) * min(0.1 * 2 ** attempt, 2) seconds."""
+    jitter: float = random.random()  # noqa: S311 - jitter, not security
+    return jitter * min(0.1 * 2.0**attempt, 2.0)
+
+
+def signed_get(bucket: str, key: str, headers: Mapping[str, str] | None = None) -> HttpReply:
+    """GET an S3 object, signed with SigV4, retried on throttling, 5xx and connection problems until the deadline
+    (`sklambda.deadlines`, else RETRY_BUDGET_SECONDS). Any status S3 answers with is returned (200, 304, 404...);
+    StoreUnavailable when no answer came in time."""
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+
+    deadline = _call_deadline()
+    base, path_style = _endpoint(bucket)
+    path = "/" + urllib.parse.quote(key, safe="/~")
+    url = f"{base}/{bucket}{path}" if path_style else f"{base}{path}"
+    problem = "no attempt"
+    for attempt in range(_MAX_ATTEMPTS):
+        request = AWSRequest(method="GET", url=url, headers=dict(headers or {}))
+        S3SigV4Auth(_credentials(), "s3", _region()).add_auth(request)
+        try:
+            reply = transport(request.prepare(), deadline)
+        except TransientError as error:
+            problem = str(error)
+        else:
+            if reply.status not in _RETRYABLE_STATUS:
+                return reply
+            problem = f"HTTP {reply.status} {_s3_error_code(reply.body)}".strip()
+        pause = _backoff(attempt)
+        # Another attempt only if it can get a reply in time (a connect and a first byte, at the least).
+        if time.monotonic() + pause + 0.1 >= deadline:
+            break
+        time.sleep(pause)
+    raise StoreUnavailable(f"S3 GET of s3://{bucket}/{key} failed: {problem}")
+
+
+def _s3_error_code(body: bytes) -> str:
+    start, end = body.find(b"<Code>"), body.find(b"</Code>")
+    return body[start + 6 : end].decode(errors="replace") if 0 <= start < end else ""
 
 
 def _error_code(error: ClientError) -> str:
@@ -144,25 +318,20 @@ class S3Objects:
             raise StoreUnavailable(f"S3 {operation} on {self.uri(key)} failed: {error}") from error
 
     def get(self, key: str) -> Blob:
-        return self._blob(key, self._call("get_object", key))
-
-    def _blob(self, key: str, response: Any) -> Blob:
-        try:
-            data = response["Body"].read()  # streamed after the call returned: its errors need mapping too
-        except BotoCoreError as error:
-            raise StoreUnavailable(f"S3 read of {self.uri(key)} failed: {error}") from error
-        return Blob(data, response["ETag"].strip('"'))
+        blob = self.get_if_changed(key, None)
+        assert blob is not None  # only a conditional read answers "not modified"
+        return blob
 
     def get_if_changed(self, key: str, etag: str | None) -> Blob | None:
-        if etag is None:
-            return self.get(key)
-        try:
-            response = self._call("get_object", key, IfNoneMatch=f'"{etag}"')
-        except ClientError as error:
-            if _http_status(error) == 304:
-                return None
-            raise
-        return self._blob(key, response)
+        reply = signed_get(self.bucket, self.prefix + key, {"If-None-Match": f'"{etag}"'} if etag else None)
+        if reply.status == 200:
+            return Blob(reply.body, reply.headers.get("ETag", "").strip('"'))
+        if reply.status == 304:
+            return None
+        code = _s3_error_code(reply.body)
+        if reply.status == 404:
+            raise NotFound(f"{self.uri(key)} does not exist")
+        raise StoreUnavailable(f"S3 GET on {self.uri(key)} failed: {code or reply.status}")
 
     def put(self, key: str, data: bytes, *, if_match: str | None = None, if_none_match: bool = False) -> str:
         conditions: dict[str, str] = {}
@@ -209,6 +378,8 @@ class S3Objects:
 @functools.cache
 def lambda_client() -> Any:
     # Read timeout covers a cold predict function loading and self-testing a model.
+    from botocore.config import Config
+
     return _session().create_client(
         "lambda", config=Config(retries={"mode": "standard", "max_attempts": 2}, read_timeout=60)
     )
@@ -246,7 +417,7 @@ def invoke_event(function_name: str, payload: dict[str, Any]) -> None:
 
 @functools.cache
 def sns_client() -> Any:
-    return _session().create_client("sns", config=_CLIENT_CONFIG)
+    return _session().create_client("sns", config=_client_config())
 
 
 def publish_message(topic_arn: str, subject: str, message: dict[str, Any], attributes: dict[str, str]) -> str:
@@ -267,7 +438,7 @@ def publish_message(topic_arn: str, subject: str, message: dict[str, Any], attri
 
 @functools.cache
 def codedeploy_client() -> Any:
-    return _session().create_client("codedeploy", config=_CLIENT_CONFIG)
+    return _session().create_client("codedeploy", config=_client_config())
 
 
 def report_hook_status(deployment_id: str, execution_id: str, *, passed: bool) -> None:
@@ -288,7 +459,7 @@ def report_hook_status(deployment_id: str, execution_id: str, *, passed: bool) -
 
 @functools.cache
 def kms_client() -> Any:
-    return _session().create_client("kms", config=_CLIENT_CONFIG)
+    return _session().create_client("kms", config=_client_config())
 
 
 class KmsSigningKey:

@@ -2,7 +2,8 @@
 
 The model store is written once against this interface, so the local folder and S3 give the same guarantees:
 `put(..., if_none_match=True)` never overwrites, `put(..., if_match=etag)` is a compare-and-swap, and
-`get_if_changed` is the cheap conditional read that serving uses to notice an alias move.
+`get_if_changed` is the cheap conditional read that serving uses to notice an alias move. Which backend a location
+names is `sklambda.locations`' business: this module knows nothing of S3 (sklambda.aws imports it, not the reverse).
 """
 
 from __future__ import annotations
@@ -154,14 +155,3 @@ class LocalObjects:
 
     def sizes(self, prefix: str) -> dict[str, int]:
         return {key: self._path(key).stat().st_size for key in self.list(prefix)}
-
-
-def open_object_store(uri: str) -> ObjectStore:
-    """`s3://bucket/prefix` → S3 (imports boto3 only then); anything else is a local folder."""
-    if uri.startswith("s3://"):
-        from sklambda.aws import S3Objects  # boto3 stays out of processes that never touch S3
-
-        return S3Objects.from_uri(uri)
-    if "://" in uri:
-        raise ValueError(f"unsupported store location {uri!r}: use a local folder or s3://bucket/prefix")
-    return LocalObjects(uri)

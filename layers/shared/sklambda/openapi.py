@@ -14,7 +14,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from sklambda.api import FORMATS, MEDIA_TYPE, RequestLimits, row_limit
-from sklambda.contract import MAX_MAGNITUDE, MISSING_CATEGORY, DataContract, Feature
+from sklambda.contract import MISSING_CATEGORY, DataContract, Feature
+from sklambda.request_validation import MAX_MAGNITUDE
 from sklambda.runtimes import RUNTIMES
 from sklambda.serving import LoadedModel
 

@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 
 from sklambda import metric_names
-from sklambda.contract import MAX_PROBLEMS_REPORTED, Columns, ContractViolation, Problem, RequestValidator
+from sklambda.contract import MAX_PROBLEMS_REPORTED, ContractViolation, Problem
 from sklambda.errors import IntegrityError, ModelUnavailable, NotFound, StoreUnavailable, VersionRefused
 from sklambda.manifest import Manifest
+from sklambda.request_validation import Columns, RequestValidator
 from sklambda.runtimes import ARTIFACTS, NUMBER_TYPES, Prediction, Predictor, RuntimeName, load_predictor
 from sklambda.store import ModelStore
 

@@ -40,6 +40,7 @@ from sklambda.errors import (
     PreconditionFailed,
     VersionRefused,
 )
+from sklambda.locations import open_object_store
 from sklambda.manifest import (
     AliasMove,
     AliasRecord,
@@ -49,7 +50,7 @@ from sklambda.manifest import (
     canonical_json,
     sha256_hex,
 )
-from sklambda.objects import ObjectStore, open_object_store
+from sklambda.objects import ObjectStore
 
 if TYPE_CHECKING:
     from sklambda.settings import StoreSettings

@@ -6,12 +6,16 @@ Each runtime module imports its own heavy library, so a process only pays for th
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import threading
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from sklambda.contract import Columns, DataContract
+from sklambda.contract import DataContract
+from sklambda.request_validation import Columns
 
 RuntimeName = Literal["onnx", "sklearn"]
 RUNTIMES: tuple[RuntimeName, ...] = ("onnx", "sklearn")
@@ -30,6 +34,23 @@ class Prediction:
 
 class Predictor(Protocol):
     def predict(self, columns: Columns) -> Prediction: ...
+
+
+_MODULES: dict[RuntimeName, str] = {"onnx": "sklambda.runtimes.onnx", "sklearn": "sklambda.runtimes.sklearn"}
+
+
+def preload(runtime: RuntimeName) -> threading.Thread:
+    """Import the runtime's library in a background thread, so that it loads while the model's bytes are fetched
+    (the fetch mostly waits on the network). `load_predictor` then finds it imported, or waits for the import
+    to finish; an import error shows there, not here."""
+
+    def load() -> None:
+        with contextlib.suppress(Exception):
+            importlib.import_module(_MODULES[runtime])
+
+    thread = threading.Thread(target=load, name=f"preload-{runtime}", daemon=True)
+    thread.start()
+    return thread
 
 
 def load_predictor(runtime: RuntimeName, artifact: bytes, contract: DataContract) -> Predictor:

@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 from sklearn.exceptions import InconsistentVersionWarning
 
-from sklambda.contract import Columns, DataContract
+from sklambda.contract import DataContract
 from sklambda.errors import VersionRefused
+from sklambda.request_validation import Columns
 from sklambda.runtimes import Prediction
 
 
