@@ -159,6 +159,9 @@ class EngineSettings(_FromEnv):
     sagemaker_spot: bool = False
     # The training jobs' files (source tarball, SageMaker's output) go under <MODEL_STORE_URI>/<model>/jobs/.
     sagemaker_region: _EmptyIsUnset = None
+    # Handed to the job, which puts its run metrics as the functions' EMF does (namespace, service dimension).
+    powertools_service_name: str = "sklambda"
+    powertools_metrics_namespace: str = "Sklambda"
 
     @property
     def hands_over(self) -> bool:
