@@ -213,8 +213,9 @@ def image_versions(tag: str) -> dict[str, str]:
 
 # ---------------------------------------------------------------- the job request
 def job_name(prefix: str, run_id: str) -> str:
-    """<stack>-<run id>: the state machine's role may only create jobs named with the stack's prefix."""
-    name = f"{prefix}-{run_id}"
+    """<stack>-<run id>, lower case (SageMaker's ARNs for a job are lower case, and the state machine's role may
+    only create jobs whose ARN starts with the stack's name: a stack name with capitals would match none)."""
+    name = f"{prefix}-{run_id}".lower()
     if len(name) > JOB_NAME_MAX:
         raise ConfigError(f"training job name {name!r} is longer than {JOB_NAME_MAX} characters: shorten the prefix")
     return name
