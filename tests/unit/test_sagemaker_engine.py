@@ -240,3 +240,41 @@ def test_entry_point_file_is_the_jobs_program() -> None:
         )
         == engines.ENTRY_POINT
     )
+
+
+# ---------------------------------------------------------------- a restarted (spot-interrupted) job
+def test_a_restarted_job_takes_its_own_run_back_and_carries_it_out(tmp_path: Path) -> None:
+    from sklambda.runs import RunLock, RunLog
+    from sklambda.store import ModelStore
+    from training.retrain import RunContext, reserve_run, run_retrain
+
+    # Given a run the retrain function reserved, which a first attempt of its job adopted before it was interrupted
+    context = RunContext(store=ModelStore.from_uri(str(tmp_path / "store")), data_uri=str(PENGUINS_CSV),
+                         config=load_config(), lock_seconds=600)  # fmt: skip
+    queued = reserve_run(context, trigger="schedule", by="retrain function")
+    context.run_lock().adopt(queued.run_id, "first attempt")
+    log = RunLog(context.store.objects, "penguins")
+    log.save(queued.model_copy(update={"status": "running"}))
+    # When the restarted job's entry point starts
+    engines.reclaim_interrupted_attempt(context, queued.run_id)
+    # Then the run is a reservation again, and the same run is carried out by the second attempt
+    held = RunLock(context.store.objects, "penguins", ttl_seconds=1).current()
+    assert held is not None
+    assert (held.run_id, held.started) == (queued.run_id, False)
+    assert log.get(queued.run_id).reason == "restarted after an interruption"
+    record = run_retrain(context, trigger="schedule", by="second attempt", run_id=queued.run_id)
+    assert (record.run_id, record.status) == (queued.run_id, "promoted")
+
+
+def test_reclaiming_leaves_another_runs_lock_alone(tmp_path: Path) -> None:
+    from sklambda.store import ModelStore
+    from training.retrain import RunContext, reserve_run
+
+    context = RunContext(store=ModelStore.from_uri(str(tmp_path / "store")), data_uri=str(PENGUINS_CSV),
+                         config=load_config())  # fmt: skip
+    other = reserve_run(context, trigger="api", by="someone")
+    context.run_lock().adopt(other.run_id, "its worker")
+    engines.reclaim_interrupted_attempt(context, RUN_ID)
+    held = context.run_lock().current()
+    assert held is not None
+    assert (held.run_id, held.started) == (other.run_id, True)
