@@ -258,10 +258,13 @@ def training_job_request(inputs: JobInputs, settings: EngineSettings) -> dict[st
         "sagemaker_submit_directory": json.dumps(inputs.code_uri),
         "sagemaker_container_log_level": "20",
     }
+    region = {}
     if settings.sagemaker_region:
         hyperparameters["sagemaker_region"] = json.dumps(settings.sagemaker_region)
+        region = {"AWS_DEFAULT_REGION": settings.sagemaker_region}  # our clients' region inside the job
     environment = {
         **{key: value for key, value in inputs.environment.items() if value},
+        **region,
         "RUN_ID": inputs.run_id,
         "SAGEMAKER_JOB_NAME": name,
         "MODEL_STORE_URI": inputs.model_store_uri,

@@ -98,6 +98,7 @@ def test_job_request_runs_our_code_in_the_image_on_the_data_with_the_limits() ->
     assert environment["RUN_ID"] == RUN_ID
     assert environment["MODEL_STORE_URI"] == "s3://bucket/models"
     assert environment["MODEL_NAME"] == "penguins"
+    assert environment["AWS_DEFAULT_REGION"] == "us-east-1"
     assert environment["RETRAIN_TOPIC_ARN"].endswith(":outcomes")
     assert "TRAINING_CONFIG" not in environment
     assert int(environment["RETRAIN_LOCK_SECONDS"]) == 7200 + engines.JOB_START_MARGIN_SECONDS
