@@ -5,7 +5,7 @@ engine is `auto`; `lambda` and `sagemaker` force one (template Parameter Retrain
 same run: the retrain function reserves the run lock with a lease that covers the job's whole maximum runtime,
 records the run as queued with where it goes and why, uploads the code it runs itself (the training layer's own
 files, named by the code version, create-only) and starts the state machine that creates the job and waits on
-it. The job's entry point (training/sagemaker_job.py) adopts the reservation and runs `run_retrain`, exactly as
+it. The job's entry point (training/sagemaker_job.py) adopts the reservation and runs `run_training`, exactly as
 the Lambda's asynchronous worker does. Nothing here imports boto3: the AWS calls are passed in.
 """
 
@@ -41,10 +41,10 @@ from sklambda.manifest import utc_now
 from sklambda.objects import ObjectStore, open_object_store
 from sklambda.runs import EngineRecord, RunLock, RunRecord, new_run_id
 from sklambda.settings import EngineSettings
-from training.budget import Estimate, Limits, check_fits, estimate
+from training.budget import Estimate, RunLimits, check_fits, estimate
 from training.config import BudgetSection
 from training.dataset import DATA_SUFFIXES, PARQUET_SUFFIXES, check_parquet_framing
-from training.retrain import RunContext
+from training.pipeline import TrainingRun
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def _data_files(data_uri: str) -> Iterator[tuple[str, bytes]]:
         yield store.uri(key), store.get(key).data
 
 
-def decide(choice: str, settings: EngineSettings, data_uri: str, budget: BudgetSection, limits: Limits) -> Decision:
+def decide(choice: str, settings: EngineSettings, data_uri: str, budget: BudgetSection, limits: RunLimits) -> Decision:
     """Where this run goes. `auto` hands a run to SageMaker exactly when the [budget] estimate would make the
     function refuse it; a table that cannot even be measured stays here (the run then records why)."""
     if choice == "lambda":
@@ -309,7 +309,7 @@ StartExecution = Callable[[str, str, dict[str, Any]], str]
 
 
 def hand_over(
-    context: RunContext,
+    context: TrainingRun,
     decision: Decision,
     settings: EngineSettings,
     *,
@@ -321,7 +321,7 @@ def hand_over(
 ) -> RunRecord:
     """Reserve the run lock for the job's whole life, record the run as queued for SageMaker, upload the code and
     start the state machine. With `run_id` (POST /retrain queued it), the reservation is extended to the job's
-    lease; without, the lock is taken now (the schedule). Raises RunSkipped/RunInProgress as `run_retrain`
+    lease; without, the lock is taken now (the schedule). Raises RunSkipped/RunInProgress as `run_training`
     does, before anything is recorded."""
     name = context.name
     lock = RunLock(context.store.objects, name, ttl_seconds=lease_seconds(settings))
@@ -376,7 +376,7 @@ def hand_over(
     return record
 
 
-def job_ended(context: RunContext, run_id: str, error: str, cause: str) -> RunRecord:
+def job_ended(context: TrainingRun, run_id: str, error: str, cause: str) -> RunRecord:
     """The state machine caught the job's end without a result (failed, timed out, spot capacity never came,
     the container died): a run the job did not finish is recorded failed with SageMaker's reason, and its lock
     is freed. A run the job recorded itself (even failed) keeps its record."""
@@ -388,7 +388,7 @@ def job_ended(context: RunContext, run_id: str, error: str, cause: str) -> RunRe
     return record
 
 
-def reclaim_interrupted_attempt(context: RunContext, run_id: str) -> None:
+def reclaim_interrupted_attempt(context: TrainingRun, run_id: str) -> None:
     """A job restarted after a spot interruption runs its entry point again: the run's lock is still held by its
     first attempt and its record says running. Both belong to this job alone (the job name is the run id), so
     the second attempt takes them back as a fresh reservation; any other holder is left alone."""
@@ -405,7 +405,7 @@ def reclaim_interrupted_attempt(context: RunContext, run_id: str) -> None:
         log.save(record.model_copy(update={"status": "queued", "reason": "restarted after an interruption"}))
 
 
-def _finish(context: RunContext, record: RunRecord, status: Literal["failed", "stopped"], reason: str) -> RunRecord:
+def _finish(context: TrainingRun, record: RunRecord, status: Literal["failed", "stopped"], reason: str) -> RunRecord:
     finished = record.model_copy(update={"status": status, "reason": reason[:1000], "finished_at": utc_now()})
     context.run_log().save(finished)
     if context.notify is not None:
@@ -417,7 +417,7 @@ def _finish(context: RunContext, record: RunRecord, status: Literal["failed", "s
 
 
 def stop(
-    context: RunContext,
+    context: TrainingRun,
     run_id: str,
     by: str,
     *,

@@ -3,7 +3,7 @@ that runs a job's work on a laptop exactly as the container does.
 
 In the container, training/jobs/entry.py calls `main()`: the settings come from SageMaker's SM_* variables (the
 `train` channel copied to local disk, the model dir) and the Environment the retrain function put in the job
-request (the run id, the store, the topic). The run is the same `run_retrain` the Lambda calls: it adopts the
+request (the run id, the store, the topic). The run is the same `run_training` the Lambda calls: it adopts the
 run lock the function reserved (a lease that covers the job's maximum runtime), validates against the champion's
 contract, trains, publishes, gates (the serving self-test in the deployed predict function), promotes with the
 same compare-and-swap, records, and announces the outcome on the same topic and metrics.
@@ -34,18 +34,19 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from sklambda import metric_names
 from sklambda.errors import RunSkipped, SklambdaError
 from sklambda.objects import open_object_store
 from sklambda.runs import EngineRecord, RunRecord, notification, run_reply, score_metrics
 from sklambda.serving import local_self_test, remote_self_test
 from sklambda.settings import EngineSettings, JobSettings
 from sklambda.store import ModelStore
-from training.budget import Limits
+from training.budget import RunLimits
 from training.config import load_config
 from training.engines import ENTRY_POINT, build_sourcedir, reclaim_interrupted_attempt
-from training.flow import code_version
+from training.lineage import code_version
+from training.pipeline import TrainingRun, model_config, reserve_run, run_training
 from training.progress import Progress
-from training.retrain import RunContext, reserve_run, run_retrain
 
 logger = logging.getLogger("training.sagemaker_job")
 
@@ -65,7 +66,7 @@ def main(environ: Mapping[str, str] | None = None) -> int:
     reclaim_interrupted_attempt(context, settings.run_id)
     by = f"SageMaker training job {(environ or os.environ).get('SAGEMAKER_JOB_NAME', 'local')}"
     try:
-        record = run_retrain(context, trigger="sagemaker", by=by, run_id=settings.run_id)
+        record = run_training(context, trigger="sagemaker", by=by, run_id=settings.run_id)
     except RunSkipped as error:
         logger.error("run %s not carried out: %s", settings.run_id, error)
         return 1
@@ -79,22 +80,24 @@ def main(environ: Mapping[str, str] | None = None) -> int:
     return 0
 
 
-def job_context(settings: JobSettings) -> RunContext:
+def job_context(settings: JobSettings) -> TrainingRun:
     store = ModelStore.from_uri(settings.model_store_uri)
-    config = load_config(settings.training_config).with_overrides(name=settings.model_name)
+    config = model_config(
+        load_config(settings.training_config), store, name=settings.model_name, alias=settings.model_alias
+    )
     serving_check = (
         remote_self_test(settings.predict_function_name)
         if settings.predict_function_name
         else local_self_test(store, settings.serving_runtime)
     )
     deadline = time.monotonic() + settings.sagemaker_max_runtime_seconds
-    return RunContext(
+    return TrainingRun(
         store=store,
         data_uri=settings.sm_channel_train,
         config=config,
         alias=settings.model_alias,
         serving_check=serving_check,
-        limits=Limits(seconds_left=lambda: deadline - time.monotonic(), memory_mb=_memory_mb()),
+        limits=RunLimits(seconds_left=lambda: deadline - time.monotonic(), memory_mb=_memory_mb()),
         lock_seconds=settings.retrain_lock_seconds,
         code_version=code_version(),
         notify=lambda record: _notify(settings, record),
@@ -113,10 +116,10 @@ def _notify(settings: JobSettings, record: RunRecord) -> None:
     """As the retrain function's: the outcome's metrics (service = the stack) and a message on the run topic."""
     from sklambda.aws import publish_message, put_metrics
 
-    values: dict[str, tuple[float, str]] = {f"Retrain{record.status.capitalize()}": (1.0, "Count")}
+    values: dict[str, tuple[float, str]] = {metric_names.retrain_outcome(record.status): (1.0, "Count")}
     if record.duration_seconds is not None:
-        values["RetrainSeconds"] = (record.duration_seconds, "Seconds")
-    values["RetrainJobRuns"] = (1.0, "Count")
+        values[metric_names.RETRAIN_SECONDS] = (record.duration_seconds, "Seconds")
+    values[metric_names.RETRAIN_JOB_RUNS] = (1.0, "Count")
     values.update({name: (score, "None") for name, score in score_metrics(record).items()})
     try:
         put_metrics(settings.powertools_metrics_namespace, {"service": settings.powertools_service_name}, values)
@@ -151,7 +154,7 @@ def run_locally(
     with tarfile.open(fileobj=io.BytesIO(build_sourcedir(code_version())), mode="r:gz") as tar:
         tar.extractall(code_dir, filter="data")
     _copy_channel(data_uri, channel)
-    context = RunContext(store=store, data_uri=data_uri, config=config.with_overrides(name=name))
+    context = TrainingRun(store=store, data_uri=data_uri, config=model_config(config, store, name=name))
     record = reserve_run(context, trigger="local", by=f"python -m training.sagemaker_job on {os.uname().nodename}")
     record.engine = EngineRecord(engine="sagemaker", why="python -m training.sagemaker_job: a job's work, run here")
     context.run_log().save(record)

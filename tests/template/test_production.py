@@ -128,15 +128,17 @@ def emitted_metric_names() -> set[str]:
     from sklambda.runs import FINISHED, RunRecord, score_metrics
 
     names = {"ColdStart"}
-    sources = [*(ROOT / "functions").glob("*/app.py"), ROOT / "layers" / "shared" / "sklambda" / "serving.py"]
+    sources = [
+        *(ROOT / "functions").glob("*/app.py"),
+        ROOT / "layers" / "shared" / "sklambda" / "serving.py",
+        # A SageMaker job's run puts its metrics itself (PutMetricData)
+        ROOT / "training" / "sagemaker_job.py",
+    ]
     for source in sources:
         names |= {
             getattr(metric_names, constant) for constant in re.findall(r"metric_names\.([A-Z_]+)\b", source.read_text())
         }
     names |= {f"Retrain{status.capitalize()}" for status in FINISHED}
-    # A SageMaker job's run puts its metrics itself (PutMetricData): the extra names it adds
-    job = (ROOT / "training" / "sagemaker_job.py").read_text()
-    names |= set(re.findall(r'values\["(\w+)"\]', job))
     promoted = RunRecord(
         run_id="r", name="m", trigger="api", status="promoted", metric="f1", metrics={"f1": 0.9},
         champion_metrics={"f1": 0.8},

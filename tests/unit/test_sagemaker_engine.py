@@ -20,7 +20,7 @@ from sklambda.settings import EngineSettings
 from tests.conftest import PENGUINS_CSV
 from tests.template.conftest import load_sam_template
 from training import engines
-from training.budget import Limits
+from training.budget import RunLimits
 from training.config import load_config
 
 pytestmark = pytest.mark.unit
@@ -124,12 +124,12 @@ def test_a_prefix_too_long_for_a_job_name_is_refused() -> None:
 def test_forced_engines_and_auto_without_a_configured_engine() -> None:
     budget = load_config().budget
     data = str(PENGUINS_CSV)
-    assert engines.decide("lambda", engine_settings(), data, budget, Limits()).engine == "lambda"
-    assert engines.decide("sagemaker", engine_settings(), data, budget, Limits()).engine == "sagemaker"
+    assert engines.decide("lambda", engine_settings(), data, budget, RunLimits()).engine == "lambda"
+    assert engines.decide("sagemaker", engine_settings(), data, budget, RunLimits()).engine == "sagemaker"
     unconfigured = EngineSettings.from_env({})
-    assert engines.decide("auto", unconfigured, data, budget, Limits()).engine == "lambda"
+    assert engines.decide("auto", unconfigured, data, budget, RunLimits()).engine == "lambda"
     with pytest.raises(ConfigError, match="RETRAIN_STATE_MACHINE_ARN"):
-        engines.decide("sagemaker", unconfigured, data, budget, Limits())
+        engines.decide("sagemaker", unconfigured, data, budget, RunLimits())
 
 
 def test_auto_moves_exactly_the_runs_the_budget_would_refuse() -> None:
@@ -137,11 +137,11 @@ def test_auto_moves_exactly_the_runs_the_budget_would_refuse() -> None:
     budget = load_config().budget
     data = str(PENGUINS_CSV)
     # When the function has the template's 3008 MB and 15 minutes, the run stays there
-    roomy = Limits(seconds_left=lambda: 900.0, memory_mb=3008)
+    roomy = RunLimits(seconds_left=lambda: 900.0, memory_mb=3008)
     stays = engines.decide("auto", engine_settings(), data, budget, roomy)
     assert (stays.engine, stays.why) == ("lambda", "344 rows x 8 columns fit in the function")
     # When the function has less memory than the estimate (base 250 MB x safety 1.5), it goes to SageMaker
-    small = Limits(seconds_left=lambda: 900.0, memory_mb=300)
+    small = RunLimits(seconds_left=lambda: 900.0, memory_mb=300)
     moved = engines.decide("auto", engine_settings(), data, budget, small)
     assert moved.engine == "sagemaker"
     assert moved.why.startswith("344 rows x 8 columns do not fit in the function: about ")
@@ -164,7 +164,7 @@ def test_sourcedir_holds_the_entry_point_requirements_and_our_packages_only() ->
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
         names = set(tar.getnames())
         assert tar.extractfile("training/CODE_VERSION").read() == b"abc123def456\n"  # type: ignore[union-attr]
-    assert {"entry.py", "requirements.txt", "training/retrain.py", "sklambda/store.py"} <= names
+    assert {"entry.py", "requirements.txt", "training/pipeline.py", "sklambda/store.py"} <= names
     assert "training/sagemaker_job.py" in names
     assert "training/config.toml" in names
     # Not the data, the build file or caches (as the training layer)
@@ -247,10 +247,10 @@ def test_entry_point_file_is_the_jobs_program() -> None:
 def test_a_restarted_job_takes_its_own_run_back_and_carries_it_out(tmp_path: Path) -> None:
     from sklambda.runs import RunLock, RunLog
     from sklambda.store import ModelStore
-    from training.retrain import RunContext, reserve_run, run_retrain
+    from training.pipeline import TrainingRun, reserve_run, run_training
 
     # Given a run the retrain function reserved, which a first attempt of its job adopted before it was interrupted
-    context = RunContext(store=ModelStore.from_uri(str(tmp_path / "store")), data_uri=str(PENGUINS_CSV),
+    context = TrainingRun(store=ModelStore.from_uri(str(tmp_path / "store")), data_uri=str(PENGUINS_CSV),
                          config=load_config(), lock_seconds=600)  # fmt: skip
     queued = reserve_run(context, trigger="schedule", by="retrain function")
     context.run_lock().adopt(queued.run_id, "first attempt")
@@ -263,15 +263,15 @@ def test_a_restarted_job_takes_its_own_run_back_and_carries_it_out(tmp_path: Pat
     assert held is not None
     assert (held.run_id, held.started) == (queued.run_id, False)
     assert log.get(queued.run_id).reason == "restarted after an interruption"
-    record = run_retrain(context, trigger="schedule", by="second attempt", run_id=queued.run_id)
+    record = run_training(context, trigger="schedule", by="second attempt", run_id=queued.run_id)
     assert (record.run_id, record.status) == (queued.run_id, "promoted")
 
 
 def test_reclaiming_leaves_another_runs_lock_alone(tmp_path: Path) -> None:
     from sklambda.store import ModelStore
-    from training.retrain import RunContext, reserve_run
+    from training.pipeline import TrainingRun, reserve_run
 
-    context = RunContext(store=ModelStore.from_uri(str(tmp_path / "store")), data_uri=str(PENGUINS_CSV),
+    context = TrainingRun(store=ModelStore.from_uri(str(tmp_path / "store")), data_uri=str(PENGUINS_CSV),
                          config=load_config())  # fmt: skip
     other = reserve_run(context, trigger="api", by="someone")
     context.run_lock().adopt(other.run_id, "its worker")
