@@ -3,6 +3,7 @@ sample model, and fresh imports of the handlers (they read their configuration o
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -20,6 +21,7 @@ import boto3
 import pytest
 import requests
 from moto import mock_aws
+from moto.core.config import DefaultConfig
 from moto.core.models import botocore_stubber
 from moto.s3 import responses as moto_s3_responses
 from moto.server import ThreadedMotoServer
@@ -90,24 +92,40 @@ def moto_transport(request: Any, deadline: float) -> aws.HttpReply:
     return aws.HttpReply(response.status_code, response.headers, response.content)
 
 
-@pytest.fixture
-def aws_mock() -> Iterator[None]:
-    """moto for every AWS call in the test; the cached boto3 clients are rebuilt inside the mock."""
-    aws.s3_client.cache_clear()
-    aws.lambda_client.cache_clear()
-    aws.sns_client.cache_clear()
-    aws.codedeploy_client.cache_clear()
+def _clear_aws_clients() -> None:
+    for client in (
+        aws.s3_client,
+        aws.lambda_client,
+        aws.sns_client,
+        aws.codedeploy_client,
+        aws.kms_client,
+        aws.stepfunctions_client,
+        aws.sagemaker_client,
+        aws.cloudwatch_client,
+    ):
+        client.cache_clear()
+
+
+@contextlib.contextmanager
+def moto_aws(config: DefaultConfig | None = None) -> Iterator[None]:
+    """moto for every AWS call inside: the cached clients are rebuilt inside the mock, and the store's signed GETs
+    (which bypass botocore's client: aws.transport) go to moto too."""
+    _clear_aws_clients()
     # Set and restored here, not with monkeypatch: a test's own monkeypatch.undo() must not take it away.
     production_transport, aws.transport = aws.transport, moto_transport
     try:
-        with mock_aws():
+        with mock_aws(config=config):
             yield
     finally:
         aws.transport = production_transport
-    aws.s3_client.cache_clear()
-    aws.lambda_client.cache_clear()
-    aws.sns_client.cache_clear()
-    aws.codedeploy_client.cache_clear()
+        _clear_aws_clients()
+
+
+@pytest.fixture
+def aws_mock() -> Iterator[None]:
+    """moto for every AWS call in the test."""
+    with moto_aws():
+        yield
 
 
 @pytest.fixture

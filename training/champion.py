@@ -18,7 +18,7 @@ import pandas as pd
 from sklambda.contract_derivation import encode_frame, model_inputs
 from sklambda.errors import SklambdaError
 from sklambda.manifest import Manifest
-from sklambda.runtimes import ARTIFACTS, Prediction, Predictor, RuntimeName, load_predictor
+from sklambda.runtimes import ARTIFACTS, NUMBER_TYPES, Prediction, Predictor, RuntimeName, load_predictor
 from sklambda.store import AliasState, ModelStore
 
 
@@ -121,11 +121,12 @@ class _Scorer:
             runtime, store.artifact(manifest, ARTIFACTS[runtime]), manifest.contract
         )
         self.classes = np.asarray(manifest.classes, dtype=object) if manifest.classes is not None else None
+        self.number_type = NUMBER_TYPES[runtime]  # the numbers as this runtime serves them
 
     def outputs(self, rows: pd.DataFrame) -> Outputs:
         contract = self.manifest.contract
         encoded = encode_frame(rows, contract)
-        columns = model_inputs(encoded, contract)
+        columns = model_inputs(encoded, contract, self.number_type)
         try:
             prediction = self.predictor.predict(columns)
         except Exception as error:  # the runtime's own error types

@@ -5,6 +5,11 @@
   (InvocationType=Event) with {"retrain_run": {...}} and answers 202 with the run id at once;
 - {"retrain_run": {"run_id", "trigger"}}: that asynchronous invocation, which carries out the queued run.
 
+A run whose table does not fit the function (or RetrainEngine=sagemaker) is handed to a SageMaker Training job
+instead (training/engines.py); the state machine that waits on the job calls back with
+{"sagemaker_job_ended": {"run_id", "error", "cause"}} when the job ended without recording its run, and
+POST /retrain/{run_id}/stop stops such a run.
+
 GET /retrain lists the latest runs and GET /retrain/{run_id} reports one. Duplicate triggers while a run holds
 the lock start no training: the API answers 409 naming the running run; the schedule logs and counts a skip.
 """
@@ -20,11 +25,12 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from sklambda import metric_names
-from sklambda.errors import HttpError, RequestError, RunInProgress, RunSkipped, SklambdaError
+from sklambda.errors import ConfigError, HttpError, NotFound, RequestError, RunInProgress, RunSkipped, SklambdaError
 from sklambda.http import JSON, answer_errors, bootstrap, whole_number
 from sklambda.runs import RunLock, RunLog, RunRecord, check_run_id, notification, run_reply, score_metrics
 from sklambda.serving import local_self_test, remote_self_test
-from sklambda.settings import RetrainSettings
+from sklambda.settings import EngineSettings, RetrainSettings
+from training import engines
 from training.budget import RunLimits
 from training.config import load_config
 from training.lineage import code_version
@@ -148,6 +154,7 @@ def _run_log() -> RunLog:
 
 def _described(record: RunRecord) -> dict[str, Any]:
     body = run_reply(record)
+    _job_state(record, body)
     if not record.finished:
         holder = RunLock(store.objects, record.name, ttl_seconds=settings.retrain_lock_seconds).current()
         if holder is None or holder.run_id != record.run_id:
@@ -155,6 +162,111 @@ def _described(record: RunRecord) -> dict[str, Any]:
             body["status"] = "abandoned"
             body["reason"] = "the run's lock expired before it recorded a result: it died (see its logs and the DLQ)"
     return body
+
+
+# ---------------------------------------------------------------- runs handed to SageMaker (training/engines.py)
+engine_settings = EngineSettings.from_env()
+
+
+def _carry_out_or_hand_over(run_context: TrainingRun, *, trigger: str, by: str, run_id: str | None) -> RunRecord:
+    """Here when the run fits the function (or RetrainEngine forces it), else handed to a SageMaker Training job."""
+    decision = engines.decide(
+        engine_settings.retrain_engine,
+        engine_settings,
+        run_context.data_uri,
+        run_context.config.budget,
+        run_context.limits,
+    )
+    if decision.engine == "lambda":
+        return run_training(run_context, trigger=trigger, by=by, run_id=run_id)
+    from sklambda.aws import start_execution
+
+    environment = {
+        "TRAINING_CONFIG": settings.training_config or "",
+        "PREDICT_FUNCTION_NAME": settings.predict_function_name or "",
+        "SERVING_RUNTIME": settings.serving_runtime,
+        "RETRAIN_TOPIC_ARN": settings.retrain_topic_arn or "",
+        # The job publishes: it signs manifests with the stack's key and verifies the champion's, as this function.
+        "MANIFEST_SIGNING_KEY": settings.manifest_signing_key or "",
+        "MANIFEST_SIGNATURES": settings.manifest_signatures,
+        # The job puts its run's metrics under this stack's dimension, as this function's EMF does.
+        "POWERTOOLS_SERVICE_NAME": engine_settings.powertools_service_name,
+        "POWERTOOLS_METRICS_NAMESPACE": engine_settings.powertools_metrics_namespace,
+    }
+    record = engines.hand_over(
+        run_context,
+        decision,
+        engine_settings,
+        trigger=trigger,
+        by=by,
+        run_id=run_id,
+        environment=environment,
+        start_execution=start_execution,
+    )
+    metrics.add_metric(name=metric_names.RETRAIN_HANDED_OVER, unit=MetricUnit.Count, value=1)
+    return record
+
+
+def _job_ended(request: dict[str, Any]) -> dict[str, Any]:
+    """The state machine caught a job that ended without its run's result (failed, timed out, interrupted)."""
+    run_context = TrainingRun(
+        store=store,
+        data_uri=settings.data_uri,
+        config=model_config(
+            load_config(settings.training_config), store, name=settings.model_name, alias=settings.model_alias
+        ),
+        notify=_notify,
+        lock_seconds=settings.retrain_lock_seconds,
+    )
+    record = engines.job_ended(
+        run_context, check_run_id(str(request["run_id"])), str(request.get("error", "")), str(request.get("cause", ""))
+    )
+    logger.warning(
+        "SageMaker job ended", extra={"run_id": record.run_id, "status": record.status, "reason": record.reason}
+    )
+    return run_reply(record)
+
+
+@app.post("/retrain/<run_id>/stop")
+def stop_run(run_id: str) -> Response[str]:
+    """Stop a run handed to SageMaker: its execution and job stop, the run is recorded `stopped`, the lock freed."""
+    from sklambda.aws import stop_execution, stop_training_job
+
+    run_context = _run_context(app.lambda_context)
+    try:
+        record = engines.stop(
+            run_context,
+            check_run_id(run_id),
+            f"POST /retrain/{run_id}/stop by {_caller()}",
+            stop_execution=stop_execution,
+            stop_job=stop_training_job,
+        )
+    except (RunSkipped, ConfigError) as error:
+        raise HttpError(409, str(error), kind="RunNotStoppable", details={"run_id": run_id}) from None
+    return _json(200, _described(record))
+
+
+def _job_state(record: RunRecord, body: dict[str, Any]) -> None:
+    """While a handed-over run is unfinished, what SageMaker says of its job (status, phase, failure reason)."""
+    engine = record.engine
+    if record.finished or engine is None or engine.engine != "sagemaker" or engine.job_name is None:
+        return
+    from sklambda.aws import describe_training_job
+
+    try:
+        job = describe_training_job(engine.job_name)
+    except NotFound:
+        body["engine"]["job_status"] = "NotCreatedYet"
+        return
+    except SklambdaError as error:
+        body["engine"]["job_status"] = f"unknown ({error})"
+        return
+    body["engine"].update(
+        job_status=job.get("TrainingJobStatus"),
+        job_phase=job.get("SecondaryStatus"),
+        job_failure_reason=job.get("FailureReason"),
+        billable_seconds=job.get("BillableTimeInSeconds"),
+    )
 
 
 # Every error, whatever raised it: sklambda.http maps it to its status and public body.
@@ -168,7 +280,7 @@ def _is_schedule(event: dict[str, Any]) -> bool:
 def _run(event: dict[str, Any], context: LambdaContext, trigger: str, run_id: str | None) -> dict[str, Any]:
     by = f"retrain function ({trigger}, request {context.aws_request_id})"
     try:
-        record = run_training(_run_context(context), trigger=trigger, by=by, run_id=run_id)
+        record = _carry_out_or_hand_over(_run_context(context), trigger=trigger, by=by, run_id=run_id)
     except RunSkipped as error:
         metrics.add_metric(name=metric_names.RETRAIN_SKIPPED, unit=MetricUnit.Count, value=1)
         logger.warning("retrain skipped", extra={"reason": str(error), "run_id": error.run_id})
@@ -183,6 +295,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     if "retrain_run" in event:
         request = event["retrain_run"]
         return _run(event, context, str(request.get("trigger", "api")), check_run_id(str(request["run_id"])))
+    if "sagemaker_job_ended" in event:
+        return _job_ended(event["sagemaker_job_ended"])
     if _is_schedule(event):
         return _run(event, context, "schedule", None)
     return app.resolve(event, context)

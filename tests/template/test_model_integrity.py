@@ -100,7 +100,13 @@ def denying(
     return refused
 
 
-PUBLISHERS = [role("RetrainFunctionRole"), role("AdminFunctionRole"), role("GuardFunctionRole")]
+# The SageMaker Training job (a run handed over from the retrain function) publishes as the retrain function does.
+PUBLISHERS = [
+    role("RetrainFunctionRole"),
+    role("SageMakerTrainingRole"),
+    role("AdminFunctionRole"),
+    role("GuardFunctionRole"),
+]
 
 
 def test_only_the_publishing_roles_may_write_under_the_models_prefix() -> None:
@@ -130,6 +136,7 @@ def test_the_operator_role_parameter_adds_one_writer_and_the_guard_role_goes_wit
     assert sorted(writers["Condition"]["ArnNotEquals"]["aws:PrincipalArn"]) == [
         role("AdminFunctionRole"),
         role("RetrainFunctionRole"),
+        role("SageMakerTrainingRole"),
     ]
 
 
@@ -227,16 +234,15 @@ def test_only_the_publishers_may_sign_and_the_readers_may_fetch_the_public_key()
         for s in statements.values()
         if s["Effect"] == "Allow" and any(a in {"kms:Sign", "kms:*"} for a in _listed(s["Action"]))
     ]
-    assert [_principals(s) for s in allows_sign] == [sorted([role("RetrainFunctionRole"), OPERATOR])]
+    publishers = sorted([role("RetrainFunctionRole"), role("SageMakerTrainingRole"), OPERATOR])
+    assert [_principals(s) for s in allows_sign] == [publishers]
     # The account administers the key but may not sign (so no IAM policy can grant signing)
     admin = statements["AccountAdministersTheKey"]
     assert not any(_wildcard(action).match("kms:Sign") for action in admin["Action"])
     # Everyone else is explicitly denied kms:Sign
     deny = statements["NobodyElseSigns"]
     assert (deny["Effect"], deny["Principal"], deny["Action"]) == ("Deny", "*", "kms:Sign")
-    assert sorted(_value(deny["Condition"]["ArnNotEquals"]["aws:PrincipalArn"])) == sorted(
-        [role("RetrainFunctionRole"), OPERATOR]
-    )
+    assert sorted(_value(deny["Condition"]["ArnNotEquals"]["aws:PrincipalArn"])) == publishers
     readers = statements["ReadersVerify"]
     assert "kms:Sign" not in readers["Action"]
     assert {"kms:GetPublicKey", "kms:Verify"} <= set(readers["Action"])

@@ -31,6 +31,7 @@ ALL_ALARMS = [
     "RetrainDeadLettersAlarm",
     "GuardFailedAlarm",
     "GuardDeadLettersAlarm",
+    "RetrainJobFailedAlarm",
 ]
 FUNCTIONS = ["PredictFunction", "RetrainFunction", "AdminFunction", "GuardFunction", "PredictPreTrafficFunction"]
 PREDICTION_ROUTES = [("/predict", "post"), ("/model", "get"), ("/openapi.json", "get")]
@@ -128,7 +129,12 @@ def emitted_metric_names() -> set[str]:
     from sklambda.runs import FINISHED, RunRecord, score_metrics
 
     names = {"ColdStart"}
-    sources = [*(ROOT / "functions").glob("*/app.py"), ROOT / "layers" / "shared" / "sklambda" / "serving.py"]
+    sources = [
+        *(ROOT / "functions").glob("*/app.py"),
+        ROOT / "layers" / "shared" / "sklambda" / "serving.py",
+        # A SageMaker job's run puts its metrics itself (PutMetricData)
+        ROOT / "training" / "sagemaker_job.py",
+    ]
     for source in sources:
         names |= {
             getattr(metric_names, constant) for constant in re.findall(r"metric_names\.([A-Z_]+)\b", source.read_text())
@@ -165,6 +171,11 @@ def test_each_role_allows_exactly_what_its_function_needs(cfn: dict[str, Any]) -
         "sns:Publish": {"Ref:RetrainOutcomeTopic"},
         # SAM's statement for the on-failure destination of asynchronous invocations
         "sqs:SendMessage": {"GetAtt:RetrainFunctionEventInvokeConfigOnFailureQueue.Arn"},
+        # Runs handed to SageMaker: start this stack's state machine, read and stop its jobs and executions
+        "states:StartExecution": {"arn:aws:states:us-east-1:123456789012:stateMachine:sklambda-retrain-jobs"},
+        "states:StopExecution": {"arn:aws:states:us-east-1:123456789012:execution:sklambda-retrain-jobs:*"},
+        "sagemaker:DescribeTrainingJob": {"arn:aws:sagemaker:us-east-1:123456789012:training-job/sklambda-*"},
+        "sagemaker:StopTrainingJob": {"arn:aws:sagemaker:us-east-1:123456789012:training-job/sklambda-*"},
     }
     assert allowed(role_of(resources, "AdminFunction")) == {
         "s3:GetObject": {models},
@@ -290,9 +301,9 @@ def test_every_method_is_throttled_by_the_parameters(cfn: dict[str, Any]) -> Non
 def test_admin_and_retrain_routes_require_sigv4(cfn: dict[str, Any]) -> None:
     # Given every operation of the API
     routes = operations(cfn["Resources"])
-    # Then every /admin and /retrain operation requires IAM, declared as SigV4 (9 operations)
+    # Then every /admin and /retrain operation requires IAM, declared as SigV4 (10 operations)
     assert unsigned_private_routes(cfn) == []
-    assert len([path for path, _ in routes if path.startswith(("/admin", "/retrain"))]) == 9
+    assert len([path for path, _ in routes if path.startswith(("/admin", "/retrain"))]) == 10
 
 
 def test_checks_fail_without_throttling_or_admin_auth() -> None:
@@ -469,7 +480,7 @@ def test_alarms_watch_what_the_code_and_services_emit(cfn: dict[str, Any]) -> No
                     "Resource": "/predict",
                 }, logical_id
             else:
-                assert metric["Namespace"] in {"AWS/Lambda", "AWS/SQS"}, logical_id
+                assert metric["Namespace"] in {"AWS/Lambda", "AWS/SQS", "AWS/States"}, logical_id
     # And the API's name is the ApiName dimension they use
     assert resources["Api"]["Properties"]["Name"] == {"Ref": "AWS::StackName"}
 

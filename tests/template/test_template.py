@@ -32,8 +32,14 @@ EXPECTED_ROUTES = {
     ("/admin/aliases/{alias}/rollback", "post"): "AdminFunction",
     ("/retrain", "get"): "RetrainFunction",
     ("/retrain/{run_id}", "get"): "RetrainFunction",
+    ("/retrain/{run_id}/stop", "post"): "RetrainFunction",
 }
-RETRAIN_ROUTES = [("/retrain", "post"), ("/retrain", "get"), ("/retrain/{run_id}", "get")]
+RETRAIN_ROUTES = [
+    ("/retrain", "post"),
+    ("/retrain", "get"),
+    ("/retrain/{run_id}", "get"),
+    ("/retrain/{run_id}/stop", "post"),
+]
 
 
 def _of_type(resources: dict[str, Any], cfn_type: str) -> dict[str, Any]:

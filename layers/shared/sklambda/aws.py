@@ -508,3 +508,82 @@ class KmsSigningKey:
         except BotoCoreError as error:
             raise StoreUnavailable(f"verifying a signature with KMS key {self.key_id} failed: {error}") from error
         return bool(response["SignatureValid"])
+
+
+# ---------------------------------------------------------------- SageMaker Training jobs and their state machine
+@functools.cache
+def stepfunctions_client() -> Any:
+    return _session().create_client("stepfunctions", config=_client_config())
+
+
+@functools.cache
+def sagemaker_client() -> Any:
+    return _session().create_client("sagemaker", config=_client_config())
+
+
+def start_execution(state_machine_arn: str, name: str, payload: dict[str, Any]) -> str:
+    """Start a Step Functions execution named `name` (unique per state machine for 90 days: a second start of
+    the same run fails instead of starting a second job) and return its ARN."""
+    try:
+        response = stepfunctions_client().start_execution(
+            stateMachineArn=state_machine_arn, name=name, input=orjson.dumps(payload).decode()
+        )
+    except (ClientError, BotoCoreError) as error:
+        raise StoreUnavailable(f"starting an execution of {state_machine_arn} failed: {error}") from error
+    return str(response["executionArn"])
+
+
+def stop_execution(execution_arn: str, cause: str) -> None:
+    try:
+        stepfunctions_client().stop_execution(executionArn=execution_arn, cause=cause[:32768])
+    except (ClientError, BotoCoreError) as error:
+        raise StoreUnavailable(f"stopping {execution_arn} failed: {error}") from error
+
+
+def describe_training_job(job_name: str) -> dict[str, Any]:
+    """SageMaker's view of a training job (status, secondary status, failure reason, times); NotFound if none
+    was created (yet: the state machine creates it moments after the run is handed over)."""
+    try:
+        response: dict[str, Any] = sagemaker_client().describe_training_job(TrainingJobName=job_name)
+    except ClientError as error:
+        if _error_code(error) in {"ValidationException", "ResourceNotFound"}:
+            raise NotFound(f"no training job {job_name}") from None
+        raise StoreUnavailable(f"describing training job {job_name} failed: {error}") from error
+    except BotoCoreError as error:
+        raise StoreUnavailable(f"describing training job {job_name} failed: {error}") from error
+    return response
+
+
+def stop_training_job(job_name: str) -> None:
+    """Ask SageMaker to stop a job (its container gets SIGTERM, then SIGKILL after a grace period)."""
+    try:
+        sagemaker_client().stop_training_job(TrainingJobName=job_name)
+    except ClientError as error:
+        if _error_code(error) in {"ValidationException", "ResourceNotFound"}:
+            raise NotFound(f"no running training job {job_name}: {error}") from None
+        raise StoreUnavailable(f"stopping training job {job_name} failed: {error}") from error
+    except BotoCoreError as error:
+        raise StoreUnavailable(f"stopping training job {job_name} failed: {error}") from error
+
+
+@functools.cache
+def cloudwatch_client() -> Any:
+    return _session().create_client("cloudwatch", config=_client_config())
+
+
+def put_metrics(namespace: str, dimensions: dict[str, str], values: dict[str, tuple[float, str]]) -> None:
+    """Put metrics {name: (value, unit)} with these dimensions: what a SageMaker job reports of its run (its
+    logs reach CloudWatch through SageMaker's agent, which does not extract embedded metric format)."""
+    if not values:
+        return
+    dimension_list = [{"Name": name, "Value": value} for name, value in dimensions.items()]
+    try:
+        cloudwatch_client().put_metric_data(
+            Namespace=namespace,
+            MetricData=[
+                {"MetricName": name, "Dimensions": dimension_list, "Value": value, "Unit": unit}
+                for name, (value, unit) in values.items()
+            ],
+        )
+    except (ClientError, BotoCoreError) as error:
+        raise StoreUnavailable(f"putting metrics in {namespace} failed: {error}") from error

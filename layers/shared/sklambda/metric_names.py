@@ -26,6 +26,9 @@ ROLLOUT_CHECK_FAILED: Final = "RolloutCheckFailed"
 # retrain (one Retrain<Status> per finished run: retrain_outcome)
 RETRAIN_SECONDS: Final = "RetrainSeconds"
 RETRAIN_SKIPPED: Final = "RetrainSkipped"
+# runs handed to SageMaker Training (training/engines.py) and runs a job finished (training/sagemaker_job.py)
+RETRAIN_HANDED_OVER: Final = "RetrainHandedOver"
+RETRAIN_JOB_RUNS: Final = "RetrainJobRuns"
 RETRAIN_STATUSES: Final = ("promoted", "rejected", "failed")
 CHAMPION_SCORE: Final = "ChampionScore"
 CHALLENGER_SCORE: Final = "ChallengerScore"

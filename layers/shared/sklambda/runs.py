@@ -28,9 +28,10 @@ from sklambda.objects import ObjectStore
 from sklambda.store import check_name
 
 # promoted: passed the gate, the alias moved; passed: passed the gate, promotion not requested; rejected: failed
-# the gate (or the alias moved meanwhile); skipped: nothing new to train (see training.pipeline.nothing_new).
-RunStatus = Literal["queued", "running", "promoted", "passed", "rejected", "skipped", "failed"]
-FINISHED: frozenset[str] = frozenset({"promoted", "passed", "rejected", "skipped", "failed"})
+# the gate (or the alias moved meanwhile); skipped: nothing new to train (see training.pipeline.nothing_new);
+# stopped: a run handed to SageMaker that a caller stopped (POST /retrain/{run_id}/stop).
+RunStatus = Literal["queued", "running", "promoted", "passed", "rejected", "skipped", "failed", "stopped"]
+FINISHED: frozenset[str] = frozenset({"promoted", "passed", "rejected", "skipped", "failed", "stopped"})
 RUN_ID_PATTERN = re.compile(r"^\d{8}T\d{9}Z-[0-9a-f]{8}$")
 
 Clock = Callable[[], float]
@@ -64,6 +65,22 @@ class DataSummary(BaseModel):
     columns: int = 0
 
 
+class EngineRecord(BaseModel):
+    """Where a run was carried out and why: in the retrain Lambda, or handed to a SageMaker Training job."""
+
+    engine: Literal["lambda", "sagemaker"]
+    why: str
+    job_name: str | None = None
+    instance_type: str | None = None
+    spot: bool | None = None
+    max_runtime_seconds: int | None = None
+    execution_arn: str | None = None
+    # The job's own state as SageMaker last reported it (GET /retrain/{run_id} asks while the run is unfinished).
+    job_status: str | None = None
+    job_seconds: float | None = None
+    billable_seconds: float | None = None
+
+
 class RunRecord(BaseModel):
     run_id: str
     name: str  # the model's
@@ -86,6 +103,7 @@ class RunRecord(BaseModel):
     gate: list[GateCheck] = Field(default_factory=list)
     stages: dict[str, float] = Field(default_factory=dict)
     estimate: dict[str, Any] | None = None
+    engine: EngineRecord | None = None
 
     @property
     def finished(self) -> bool:
@@ -194,6 +212,12 @@ class Lease:
         """Hand the lock back. False when it had expired and someone else took it (nothing is changed then)."""
         return self.lock._release(self)
 
+    def hand_over(self) -> None:
+        """Keep the lock for this run but mark it not started, with the lock's own lease from now: the run is
+        carried out elsewhere (a SageMaker Training job), which `adopt`s it as the API's worker does."""
+        handed = self.lock._write_held(self.run_id, self.holder, False, self.etag)
+        self.etag, self.expires_at = handed.etag, handed.expires_at
+
 
 class RunLock:
     """At most one retrain per model at a time. A lease expires after `ttl_seconds`, so a run that crashed (or
@@ -262,6 +286,24 @@ class RunLock:
             current = self.current()
             raise RunInProgress(current.run_id if current and current.run_id else "", "another trigger") from None
         return Lease(self, run_id, holder, new_etag, record.expires_at)
+
+    def lease_of(self, run_id: str) -> Lease | None:
+        """The lease `run_id` holds, as stored (None when another run holds the lock or it is free): for the code
+        that ends or resumes a run outside the process that took it (a stopped job, a restarted spot job)."""
+        try:
+            blob = self.objects.get(self.key)
+        except NotFound:
+            return None
+        record = LockRecord.model_validate_json(blob.data)
+        if record.run_id != run_id:
+            return None
+        return Lease(self, run_id, record.holder, blob.etag, record.expires_at)
+
+    def release_run(self, run_id: str) -> bool:
+        """Free the lock if `run_id` holds it (the run was stopped or its job died outside this process). False
+        when another run holds it or it is free (nothing is changed then)."""
+        lease = self.lease_of(run_id)
+        return lease is not None and self._release(lease)
 
     def _release(self, lease: Lease) -> bool:
         data = canonical_json(LockRecord(run_id=None).model_dump(mode="json"))

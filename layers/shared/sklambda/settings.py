@@ -151,3 +151,47 @@ class CliSettings(RetentionSettings, StoreSettings):
     serving_runtime: RuntimeName = DEFAULT_SERVING_RUNTIME
     predict_function_name: _EmptyIsUnset = None
     log_level: str = "INFO"
+
+
+class EngineSettings(_FromEnv):
+    """Where the retrain function carries a run out (template Parameters RetrainEngine and SageMaker*): here, or
+    handed to a SageMaker Training job that a Step Functions state machine starts and waits on. Unset variables
+    (a laptop, the tests) leave every run in the process: `auto` with no state machine means `lambda`."""
+
+    retrain_engine: Literal["lambda", "sagemaker", "auto"] = "auto"
+    retrain_state_machine_arn: _EmptyIsUnset = None
+    # The prefix of every training job's name (the stack's name): the state machine's role may only touch these.
+    sagemaker_job_prefix: str = Field(default="sklambda", min_length=1, max_length=34, pattern=r"^[a-zA-Z0-9-]+$")
+    sagemaker_role_arn: _EmptyIsUnset = None
+    sagemaker_image_uri: _EmptyIsUnset = None
+    sagemaker_instance_type: str = Field(default="ml.m5.4xlarge", pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
+    sagemaker_volume_gb: int = Field(default=50, ge=1, le=16384)
+    sagemaker_max_runtime_seconds: int = Field(default=14400, ge=60, le=28 * 86400)
+    sagemaker_spot: bool = False
+    # The training jobs' files (source tarball, SageMaker's output) go under <MODEL_STORE_URI>/<model>/jobs/.
+    sagemaker_region: _EmptyIsUnset = None
+    # Handed to the job, which puts its run metrics as the functions' EMF does (namespace, service dimension).
+    powertools_service_name: str = "sklambda"
+    powertools_metrics_namespace: str = "Sklambda"
+
+    @property
+    def hands_over(self) -> bool:
+        """Whether runs may leave this process at all (the state machine and what a job needs are configured)."""
+        return bool(self.retrain_state_machine_arn and self.sagemaker_role_arn and self.sagemaker_image_uri)
+
+
+class JobSettings(RetrainSettings):
+    """A SageMaker Training job carrying out a run (training/sagemaker_job.py): what SageMaker sets (SM_*), what
+    the job request's Environment adds (the run, the store, the topic, the stack's metric dimension)."""
+
+    run_id: str = Field(min_length=1)
+    # Where SageMaker (File mode) copied the training channel, and where it collects the job's output.
+    sm_channel_train: str = Field(min_length=1)
+    sm_model_dir: str = Field(min_length=1)
+    # The job's StoppingCondition: the run's time budget (Limits.seconds_left counts down from the job's start).
+    sagemaker_max_runtime_seconds: int = Field(default=14400, ge=60)
+    # The stack's name: the `service` dimension of the run metrics the job puts (as the functions' EMF do).
+    powertools_service_name: str = "sklambda"
+    powertools_metrics_namespace: str = "Sklambda"
+    # The data's own URI (the S3 prefix the channel was copied from), recorded in the run record for lineage.
+    data_uri: str = Field(default="", min_length=0)
