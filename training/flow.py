@@ -30,6 +30,7 @@ from sklambda.manifest import (
     RuntimeSupport,
     StatusRecord,
 )
+from sklambda.monitoring import BASELINE_FILE, training_baseline
 from sklambda.runs import GateCheck
 from sklambda.runtimes.sklearn import load_pipeline
 from sklambda.serving import labels_to_json
@@ -136,6 +137,8 @@ def train(
             f"ONNX, {size(onnx_bytes)}" if onnx_bytes is not None else "no ONNX: scikit-learn serving runtime only"
         )
     files = {"model.joblib": _joblib_bytes(pipeline)}
+    # What the monitor compares live traffic with (sklambda/monitoring.py), checksummed with the version.
+    files[BASELINE_FILE] = training_baseline(parts.x_train, contract, predictions).to_bytes()
     if onnx_bytes is not None:
         files["model.onnx"] = onnx_bytes
     manifest = Manifest(

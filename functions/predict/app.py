@@ -35,12 +35,13 @@ from sklambda.api import (
     predict_reply,
     request_bytes,
 )
+from sklambda.capture import open_capture
 from sklambda.contract import ContractViolation
 from sklambda.emf import fast_metrics
 from sklambda.errors import ModelUnavailable, RequestError, SklambdaError
 from sklambda.openapi import build_spec
 from sklambda.serving import LoadedModel, ModelCache, load_version
-from sklambda.settings import ServingSettings
+from sklambda.settings import CaptureSettings, ServingSettings
 from sklambda.store import ModelStore
 
 logger = Logger()
@@ -53,6 +54,8 @@ limits = Limits(
     max_body_bytes=settings.max_body_bytes, max_json_depth=settings.max_json_depth, max_rows=settings.max_rows
 )
 store = ModelStore.from_uri(settings.model_store_uri)
+# A sample of answered requests for the monitor (sklambda/capture.py); None when capture is off.
+capture = open_capture(CaptureSettings.from_env())
 
 Response = dict[str, Any]
 Route = Callable[[dict[str, Any], str], Response]
@@ -96,10 +99,13 @@ def predict(event: dict[str, Any], request_id: str) -> Response:
         raw = request_bytes(event.get("body"), base64_encoded=bool(event.get("isBase64Encoded")), limits=limits)
         request = parse_predict_request(raw, limits)
         model = cache.get()
-        prediction = model.predict(request.columns(model.validator))
+        columns = request.columns(model.validator)
+        prediction = model.predict(columns)
         body = predict_reply(model, prediction, request_id, probabilities=request.probabilities)
     except (RequestError, ContractViolation, ModelUnavailable) as error:
         return _error(error, request_id)
+    if capture is not None and (dropped := capture.record(request_id, model.name, model.version, columns, prediction)):
+        metrics.add_metric(name="CaptureDropped", unit=MetricUnit.Count, value=dropped)
     metrics.add_metric(name="Latency", unit=MetricUnit.Milliseconds, value=(time.perf_counter() - started) * 1000)
     metrics.add_metric(name="RowsPredicted", unit=MetricUnit.Count, value=request.rows)
     _record_version(model.version, started)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import botocore.session
@@ -266,3 +267,38 @@ def report_hook_status(deployment_id: str, execution_id: str, *, passed: bool) -
         )
     except (ClientError, BotoCoreError) as error:
         raise StoreUnavailable(f"reporting the hook status to CodeDeploy failed: {error}") from error
+
+
+# Capture (sklambda/capture.py) flushes inside a prediction: short timeouts and one retry, so that a slow or
+# failing Firehose costs that request at most a few seconds and drops the batch (counted) rather than the request.
+_CAPTURE_CONFIG = Config(retries={"mode": "standard", "max_attempts": 2}, connect_timeout=1.0, read_timeout=2.0)
+
+
+@functools.cache
+def firehose_client() -> Any:
+    return _session().create_client("firehose", config=_CAPTURE_CONFIG)
+
+
+def firehose_sender(stream_name: str) -> Callable[[list[bytes]], int]:
+    """A capture sender: PutRecordBatch of up to 500 records; the records Firehose refuses are sent once more.
+    Returns how many were not accepted in the end; raises nothing (capture must not fail a prediction)."""
+
+    def send(records: list[bytes]) -> int:
+        pending = records
+        for _attempt in range(2):
+            try:
+                response = firehose_client().put_record_batch(
+                    DeliveryStreamName=stream_name, Records=[{"Data": data} for data in pending]
+                )
+            except (ClientError, BotoCoreError):
+                return len(pending)
+            if not response.get("FailedPutCount"):
+                return 0
+            pending = [
+                data
+                for data, result in zip(pending, response["RequestResponses"], strict=True)
+                if result.get("ErrorCode")
+            ]
+        return len(pending)
+
+    return send

@@ -115,3 +115,44 @@ class RetentionSettings(_FromEnv):
 
     retention_keep_last: int = Field(default=10, ge=1)
     retention_keep_days: float = Field(default=30.0, ge=0)
+
+
+class CaptureSettings(_FromEnv):
+    """Capture of served requests by the predict function (sklambda/capture.py); off unless a sink is set."""
+
+    # The Kinesis Data Firehose delivery stream that writes captures to S3 (the template's CaptureStream).
+    capture_stream_name: _EmptyIsUnset = None
+    # Or a local folder (laptop, demo): records are appended there in the same partition layout.
+    capture_local_folder: _EmptyIsUnset = None
+    # Share of requests captured (whole requests: all their rows or none).
+    capture_sample_rate: float = Field(default=1.0, ge=0, le=1)
+    # A captured record waits in memory at most this long before the next captured request sends the batch.
+    capture_max_age_seconds: float = Field(default=60.0, ge=0)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.capture_stream_name or self.capture_local_folder) and self.capture_sample_rate > 0
+
+
+class FeedbackSettings(StoreSettings):
+    # Where captures and feedback live: s3://bucket/capture-prefix or a local folder; unset: capture is off.
+    capture_uri: _EmptyIsUnset = None
+    # Labels one POST /feedback may carry, and the row index bound (predict's MAX_ROWS).
+    max_feedback_labels: int = Field(default=5000, ge=1)
+    max_rows: int = Field(default=5000, ge=1)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, le=6_291_456)
+
+
+class MonitorSettings(StoreSettings):
+    capture_uri: str = Field(min_length=1)
+    # Where labelled captures are written as training data (a folder/prefix the retrain function reads).
+    labelled_data_uri: _EmptyIsUnset = None
+    # Days of captures (today included) one monitor run looks at, and how far back labels are joined.
+    monitor_window_days: int = Field(default=1, ge=1, le=31)
+    feedback_lookback_days: int = Field(default=7, ge=0, le=90)
+    psi_threshold: float = Field(default=0.2, gt=0)
+    # The live metric alarm: worse than held-out by more than this share of the held-out value.
+    live_metric_max_drop: float = Field(default=0.1, gt=0)
+    min_labels: int = Field(default=30, ge=1)
+    # The retrain function to start (asynchronously) when the monitor finds drift or a quality drop; unset: none.
+    retrain_function_name: _EmptyIsUnset = None
