@@ -87,12 +87,14 @@ def aws_mock() -> Iterator[None]:
     aws.lambda_client.cache_clear()
     aws.sns_client.cache_clear()
     aws.codedeploy_client.cache_clear()
+    aws.firehose_client.cache_clear()
     with mock_aws():
         yield
     aws.s3_client.cache_clear()
     aws.lambda_client.cache_clear()
     aws.sns_client.cache_clear()
     aws.codedeploy_client.cache_clear()
+    aws.firehose_client.cache_clear()
 
 
 @pytest.fixture

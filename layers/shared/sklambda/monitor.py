@@ -280,10 +280,11 @@ def _score(
 
 
 def write_labelled(target: ObjectStore, manifest: Manifest, labelled: list[_Labelled]) -> list[str]:
-    """The labelled rows as CSVs the next training run reads: the contract's columns and the target, missing values
-    empty (as in a training CSV). One file per day the labels arrived, rewritten whole by every run whose window
-    holds that day, so consecutive runs never add the same row twice."""
-    names = manifest.contract.names
+    """The labelled rows as CSVs the next training run reads, with the training table's columns in its order (the
+    loader requires every file to match; columns the model does not use stay empty), missing values empty as in a
+    training CSV. One file per day the labels arrived, rewritten whole by every run whose window holds that day, so
+    consecutive runs never add the same row twice."""
+    columns = manifest.data.columns
     by_day: dict[str, list[_Labelled]] = {}
     for row in labelled:
         by_day.setdefault(row.received, []).append(row)
@@ -291,16 +292,18 @@ def write_labelled(target: ObjectStore, manifest: Manifest, labelled: list[_Labe
     for day, rows in sorted(by_day.items()):
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow([*names, manifest.target])
+        writer.writerow(columns)
         for row in rows:
-            values = [row.features.get(name) for name in names]
-            writer.writerow(
-                ["" if value is None or value == MISSING_CATEGORY else value for value in values] + [row.label]
-            )
+            values = {**row.features, manifest.target: row.label}
+            writer.writerow(_cell(values.get(column)) for column in columns)
         key = f"{manifest.name}-labelled-{day}.csv"
         target.put(key, buffer.getvalue().encode())
         written.append(target.uri(key))
     return written
+
+
+def _cell(value: Any) -> Any:
+    return "" if value is None or value == MISSING_CATEGORY else value
 
 
 def save_record(store: ModelStore, record: MonitoringRecord) -> str:
