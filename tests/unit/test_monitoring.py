@@ -231,7 +231,12 @@ def test_records_wait_in_memory_until_the_batch_is_full_or_old() -> None:
     # Given a buffer that sends batches of 3, or when the oldest record is 60 s old
     sent: list[list[bytes]] = []
     now = [1000.0]
-    buffer = CaptureBuffer(send=lambda batch: sent.append(batch) or 0, max_records=3, clock=lambda: now[0])
+
+    def send(batch: list[bytes]) -> int:
+        sent.append(batch)
+        return 0
+
+    buffer = CaptureBuffer(send=send, max_records=3, clock=lambda: now[0])
     columns, prediction = served(2)
     # When two requests are captured, nothing is sent; the third sends all three
     buffer.record("r1", "m", 1, columns, prediction)
@@ -268,7 +273,12 @@ def test_a_failing_sink_drops_the_batch_and_never_raises() -> None:
 
 def test_a_request_larger_than_a_firehose_record_is_split_by_rows() -> None:
     sent: list[bytes] = []
-    buffer = CaptureBuffer(send=lambda batch: sent.extend(batch) or 0, max_records=1)
+
+    def send(batch: list[bytes]) -> int:
+        sent.extend(batch)
+        return 0
+
+    buffer = CaptureBuffer(send=send, max_records=1)
     columns, prediction = served(60_000)
     buffer.record("big", "m", 1, columns, prediction)
     buffer.flush()
