@@ -1,10 +1,10 @@
 """Capture of served requests: a sample of what predict answered, for the monitor (drift, live quality) and, once
 labelled, for the next training run.
 
-One capture record is one JSON line per request (the rows as validated, column by column, the outputs, the
-version, the request id and the time); `request_id` comes first so that the monitor can join labels to captures
-by reading the first bytes of a line. Feature values are data the operator must be allowed to hold: they go to
-the capture sink only, never to a log line.
+One capture record is one JSON line per request (the rows as validated, column by column: numbers as base64
+float32, categories as strings; the outputs, the version, the request id and the time); `request_id` comes first so
+that the monitor can join labels to captures by reading the first bytes of a line. Feature values are data the
+operator must be allowed to hold: they go to the capture sink only, never to a log line.
 
 Delivery, honestly: records wait in this process's memory and leave in one batch (Kinesis Data Firehose
 PutRecordBatch, which then buffers, compresses and writes them to S3) when `max_records` or `max_bytes` are reached
@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import random
 import time
+from base64 import b64decode, b64encode
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import orjson
 
 from sklambda.contract import Columns
@@ -47,12 +49,16 @@ Sender = Callable[[list[bytes]], int]
 def encode_record(
     request_id: str, name: str, version: int, columns: Columns, prediction: Prediction, at: float
 ) -> bytes:
-    """One capture line. Numeric columns are float32 arrays (orjson writes them natively, NaN as null),
-    categorical ones object arrays of category strings."""
-    features = {
-        column: values.ravel() if values.dtype != object else values.ravel().tolist()
+    """One capture line. Numeric columns are float32 arrays, written as base64 of their little-endian bytes
+    (NaN for missing): formatting 1000 rows of 5 columns as JSON numbers cost ~0.9 ms, the bytes ~0.15 ms, and
+    the monitor reads them back with one numpy call instead of a Python float per value. Categorical columns are
+    lists of category strings; predictions a list of labels or numbers."""
+    numbers = {
+        column: b64encode(values.astype("<f4", copy=False).tobytes()).decode()
         for column, values in columns.items()
+        if values.dtype != object
     }
+    categories = {column: values.ravel().tolist() for column, values in columns.items() if values.dtype == object}
     labels: Any = prediction.labels
     if labels.dtype == object:
         labels = labels.tolist()
@@ -61,11 +67,17 @@ def encode_record(
         "time": datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "model": name,
         "version": version,
-        "rows": len(labels),
-        "features": features,
+        "rows": len(prediction.labels),
+        "numbers": numbers,
+        "categories": categories,
         "predictions": labels,
     }
     return orjson.dumps(record, option=_NUMPY | orjson.OPT_APPEND_NEWLINE)
+
+
+def decode_numbers(text: str) -> np.ndarray:
+    """A numeric column of a capture record (float32, NaN where the value was missing)."""
+    return np.frombuffer(b64decode(text), dtype="<f4")
 
 
 def split_rows(columns: Columns, prediction: Prediction) -> list[tuple[Columns, Prediction]]:

@@ -24,14 +24,23 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
+import numpy as np
 import orjson
 from pydantic import BaseModel, Field
 
-from sklambda.capture import feedback_partition
+from sklambda.capture import decode_numbers, feedback_partition
 from sklambda.contract import MISSING_CATEGORY, Label
 from sklambda.errors import NotFound
 from sklambda.manifest import Manifest, utc_now
-from sklambda.monitoring import BASELINE_FILE, DriftAccumulator, DriftReport, LiveQuality, live_quality, read_baseline
+from sklambda.monitoring import (
+    BASELINE_FILE,
+    DriftAccumulator,
+    DriftReport,
+    LiveQuality,
+    NumericBaseline,
+    live_quality,
+    read_baseline,
+)
 from sklambda.objects import ObjectStore
 from sklambda.store import ModelStore, check_name
 
@@ -81,9 +90,9 @@ def window_dates(today: date, days: int) -> list[str]:
 
 
 def _lines(data: bytes) -> Iterator[bytes]:
-    if data[:2] == b"\x1f\x8b":  # Firehose's GZIP compression
-        data = gzip.decompress(data)
-    for line in io.BytesIO(data):
+    """The JSON lines of one object, decompressed as they are read (Firehose's GZIP) rather than all at once."""
+    stream = gzip.GzipFile(fileobj=io.BytesIO(data)) if data[:2] == b"\x1f\x8b" else io.BytesIO(data)
+    for line in stream:
         if len(line) > 1:
             yield line
 
@@ -121,25 +130,36 @@ class _Chunk:
 
     def __init__(self, accumulator: DriftAccumulator) -> None:
         self.accumulator = accumulator
-        self.columns: dict[str, list[Any]] = {name: [] for name in accumulator.baseline.features}
+        baseline = accumulator.baseline.features
+        self.numeric = [name for name, feature in baseline.items() if isinstance(feature, NumericBaseline)]
+        self.categorical = [name for name in baseline if name not in self.numeric]
+        self._reset()
+
+    def _reset(self) -> None:
+        self.numbers: dict[str, list[np.ndarray]] = {name: [] for name in self.numeric}
+        self.categories: dict[str, list[Any]] = {name: [] for name in self.categorical}
         self.outputs: list[Any] = []
         self.rows = 0
 
     def add(self, record: dict[str, Any]) -> None:
-        features = record["features"]
-        for name, column in self.columns.items():
-            values = features.get(name)
-            column.extend(values if values is not None else [None] * record["rows"])
+        rows = record["rows"]
+        numbers, categories = record.get("numbers", {}), record.get("categories", {})
+        for name, arrays in self.numbers.items():
+            text = numbers.get(name)
+            arrays.append(decode_numbers(text) if text is not None else np.full(rows, np.nan, dtype=np.float32))
+        for name, values in self.categories.items():
+            values.extend(categories.get(name) or [None] * rows)
         self.outputs.extend(record["predictions"])
-        self.rows += record["rows"]
+        self.rows += rows
         if self.rows >= CHUNK_ROWS:
             self.flush()
 
     def flush(self) -> None:
         if self.rows:
-            self.accumulator.add(self.columns, self.outputs, self.rows)
-            self.columns = {name: [] for name in self.columns}
-            self.outputs, self.rows = [], 0
+            columns: dict[str, Any] = {name: np.concatenate(arrays) for name, arrays in self.numbers.items()}
+            columns.update(self.categories)
+            self.accumulator.add(columns, self.outputs, self.rows)
+            self._reset()
 
 
 @dataclass
@@ -242,13 +262,17 @@ def _join(
     labelled: dict[tuple[str, int], _Labelled],
 ) -> None:
     request_id = captured["request_id"]
-    features = captured["features"]
+    numbers = {name: decode_numbers(text) for name, text in captured.get("numbers", {}).items()}
+    categories = captured.get("categories", {})
     for row in range(captured["rows"]):
         found = labels.get((request_id, row))
         if found is None or (request_id, row) in labelled:
             continue  # Firehose may deliver a record twice: one row per (request id, row)
         labelled[(request_id, row)] = _Labelled(
-            features={column: values[row] for column, values in features.items()},
+            features={
+                **{column: _number(values[row]) for column, values in numbers.items()},
+                **{column: values[row] for column, values in categories.items()},
+            },
             prediction=captured["predictions"][row],
             label=found[0],
             version=captured["version"],
@@ -300,6 +324,11 @@ def write_labelled(target: ObjectStore, manifest: Manifest, labelled: list[_Labe
         target.put(key, buffer.getvalue().encode())
         written.append(target.uri(key))
     return written
+
+
+def _number(value: np.float32) -> str | None:
+    """A captured number as the client sent it: float32's shortest text (48.6, not 48.599998474121094)."""
+    return None if np.isnan(value) else str(value)
 
 
 def _cell(value: Any) -> Any:
