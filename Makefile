@@ -20,7 +20,7 @@ CHROMIUM ?= chromium
 CHROMIUM_FLAGS := --headless --no-sandbox --disable-gpu --disable-background-networking --disable-component-update \
 	--disable-sync --no-first-run --hide-scrollbars --window-size=1100,4400
 
-.PHONY: help dev demo train serve test lint typecheck unit integration template e2e bench build validate security deploy clean report
+.PHONY: help dev demo train serve test lint typecheck unit integration template e2e bench build validate security deploy clean report demo-loop
 
 help:
 	@echo "make demo         set up, train the sample model into ./$(MODEL_STORE_URI) and serve the API on http://$(HOST):$(PORT)"
@@ -29,6 +29,7 @@ help:
 	@echo "make train        train DATA=$(DATA) into MODEL_STORE_URI=$(MODEL_STORE_URI)"
 	@echo "make serve        serve template.yaml's API routes locally, in-process (no Docker)"
 	@echo "make unit | integration | template | e2e   one test tier"
+	@echo "make demo-loop    the monitoring loop locally: capture, drift, feedback, live metric, report (docs/monitoring.md)"
 	@echo "make report       write $(REPORT) (the model report of MODEL_STORE_URI) and $(REPORT_PNG) (its screenshot, headless Chromium)"
 	@echo "make bench        sam build, then every benchmark in one table: sizes, init, warm latency, API load, retrain (docs/performance.md)"
 	@echo "make security     checkov on template.yaml (own venv .ci/.venv-checkov; every skip has its reason in Metadata)"
@@ -64,6 +65,10 @@ serve: $(STAMP)
 		--env MODEL_STORE_URI=$(MODEL_STORE_URI) --env DATA_URI=$(DATA) --env PREDICT_FUNCTION_NAME=
 
 demo: train serve
+
+# Serve, send shifted traffic and feedback, run the monitor twice, write demo-loop/report.html (no AWS).
+demo-loop: $(STAMP)
+	$(PY) -m functions.demo_loop --workdir demo-loop
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
