@@ -49,35 +49,42 @@ Sender = Callable[[list[bytes]], int]
 def encode_record(
     request_id: str, name: str, version: int, columns: Columns, prediction: Prediction, at: float
 ) -> bytes:
-    """One capture line. Numeric columns are float32 arrays, written as base64 of their little-endian bytes
-    (NaN for missing): formatting 1000 rows of 5 columns as JSON numbers cost ~0.9 ms, the bytes ~0.15 ms, and
-    the monitor reads them back with one numpy call instead of a Python float per value. Categorical columns are
-    lists of category strings; predictions a list of labels or numbers."""
-    numbers = {
-        column: b64encode(values.astype("<f4", copy=False).tobytes()).decode()
-        for column, values in columns.items()
-        if values.dtype != object
-    }
-    categories = {column: values.ravel().tolist() for column, values in columns.items() if values.dtype == object}
+    """One capture line. The numeric columns are one float32 block (column after column, NaN for missing) written
+    as base64 of its little-endian bytes, with their names in `numeric`: formatting 1000 rows of 5 columns as
+    JSON numbers cost ~0.9 ms, the bytes ~0.15 ms, and the monitor reads them back with one numpy call instead
+    of a Python float per value. Categorical columns are lists of category strings; predictions a list of labels
+    or numbers; `time` is epoch milliseconds (an ISO string cost more than the rest of a single-row record)."""
+    numeric = [column for column, values in columns.items() if values.dtype != object]
+    block = np.concatenate([columns[column].reshape(-1) for column in numeric]) if numeric else np.empty(0)
     labels: Any = prediction.labels
     if labels.dtype == object:
         labels = labels.tolist()
     record = {
         "request_id": request_id,
-        "time": datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "time": int(at * 1000),
         "model": name,
         "version": version,
         "rows": len(prediction.labels),
-        "numbers": numbers,
-        "categories": categories,
+        "numeric": numeric,
+        "numbers": b64encode(block.astype("<f4", copy=False).tobytes()).decode(),
+        "categories": {column: values.ravel().tolist() for column, values in columns.items() if values.dtype == object},
         "predictions": labels,
     }
     return orjson.dumps(record, option=_NUMPY | orjson.OPT_APPEND_NEWLINE)
 
 
-def decode_numbers(text: str) -> np.ndarray:
-    """A numeric column of a capture record (float32, NaN where the value was missing)."""
-    return np.frombuffer(b64decode(text), dtype="<f4")
+def decode_numbers(record: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The numeric columns of a capture record, by name (float32, NaN where the value was missing)."""
+    names = record.get("numeric") or []
+    if not names:
+        return {}
+    block = np.frombuffer(b64decode(record["numbers"]), dtype="<f4").reshape(len(names), record["rows"])
+    return dict(zip(names, block, strict=True))
+
+
+def record_date(record: dict[str, Any]) -> str:
+    """The yyyy-mm-dd (UTC) of a capture record's time."""
+    return datetime.fromtimestamp(record["time"] / 1000, UTC).date().isoformat()
 
 
 def split_rows(columns: Columns, prediction: Prediction) -> list[tuple[Columns, Prediction]]:
@@ -159,7 +166,7 @@ def local_sender(folder: str) -> Sender:
     def send(records: list[bytes]) -> int:
         for line in records:
             head = orjson.loads(line)
-            partition = Path(folder) / capture_partition(head["model"], head["version"], head["time"][:10])
+            partition = Path(folder) / capture_partition(head["model"], head["version"], record_date(head))
             partition.mkdir(parents=True, exist_ok=True)
             with open(partition / "local-capture.jsonl", "ab") as file:
                 file.write(line)

@@ -143,12 +143,12 @@ class _Chunk:
 
     def add(self, record: dict[str, Any]) -> None:
         rows = record["rows"]
-        numbers, categories = record.get("numbers", {}), record.get("categories", {})
+        numbers, categories = decode_numbers(record), record.get("categories", {})
         for name, arrays in self.numbers.items():
-            text = numbers.get(name)
-            arrays.append(decode_numbers(text) if text is not None else np.full(rows, np.nan, dtype=np.float32))
-        for name, values in self.categories.items():
-            values.extend(categories.get(name) or [None] * rows)
+            column = numbers.get(name)
+            arrays.append(column if column is not None else np.full(rows, np.nan, dtype=np.float32))
+        for name, seen in self.categories.items():
+            seen.extend(categories.get(name) or [None] * rows)
         self.outputs.extend(record["predictions"])
         self.rows += rows
         if self.rows >= CHUNK_ROWS:
@@ -262,7 +262,7 @@ def _join(
     labelled: dict[tuple[str, int], _Labelled],
 ) -> None:
     request_id = captured["request_id"]
-    numbers = {name: decode_numbers(text) for name, text in captured.get("numbers", {}).items()}
+    numbers = decode_numbers(captured)
     categories = captured.get("categories", {})
     for row in range(captured["rows"]):
         found = labels.get((request_id, row))
