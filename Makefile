@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 MODEL_STORE_URI ?= model-store
+# Where `make serve` captures served requests and POST /feedback stores labels (docs/monitoring.md).
+CAPTURE_FOLDER ?= capture
 DATA ?= training/data/penguins.csv
 HOST ?= 127.0.0.1
 PORT ?= 3000
@@ -62,7 +64,8 @@ serve: $(STAMP)
 	@echo '  curl -s -X POST http://$(HOST):$(PORT)/predict -H "Content-Type: application/json" -d '\''$(SAMPLE_REQUEST)'\'''
 	@echo ""
 	$(PY) -m functions.local_api --host $(HOST) --port $(PORT) --lambda-port $(LAMBDA_PORT) \
-		--env MODEL_STORE_URI=$(MODEL_STORE_URI) --env DATA_URI=$(DATA) --env PREDICT_FUNCTION_NAME=
+		--env MODEL_STORE_URI=$(MODEL_STORE_URI) --env DATA_URI=$(DATA) --env PREDICT_FUNCTION_NAME= \
+		--env CAPTURE_STREAM_NAME= --env CAPTURE_LOCAL_FOLDER=$(CAPTURE_FOLDER) --env CAPTURE_URI=$(CAPTURE_FOLDER)
 
 demo: train serve
 
