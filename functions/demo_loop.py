@@ -110,12 +110,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="The monitoring loop, locally (see the module docstring).")
     parser.add_argument("--workdir", default="demo-loop", help="where the store, captures and report go")
     args = parser.parse_args(argv)
+    saved = dict(os.environ)  # the handlers read their configuration from it; put it back afterwards
+    try:
+        return _loop(Path(args.workdir).resolve())
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _loop(workdir: Path) -> int:
     import pandas as pd
 
     from training.cli import main as training
     from training.report import report_html
 
-    workdir = Path(args.workdir).resolve()
     store_uri = str(workdir / "store")
     with contextlib.redirect_stdout(io.StringIO()):
         if training(["train", "--data", str(PENGUINS_CSV), "--store", store_uri]) != 0:
