@@ -235,3 +235,64 @@ def test_bad_feedback_gets_a_clear_4xx(loop: dict[str, ModuleType]) -> None:
     assert "Contents" not in boto3.client("s3", region_name="us-east-1").list_objects_v2(
         Bucket=BUCKET, Prefix="capture/penguins/feedback/"
     )
+
+
+def test_drift_starts_a_retrain_only_when_asked(
+    loop: dict[str, ModuleType],
+    fresh_handler: Callable[..., ModuleType],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sklambda import aws
+
+    started: list[tuple[str, dict[str, Any]]] = []
+    monkeypatch.setattr(aws, "invoke_event", lambda name, payload: started.append((name, payload)))
+    frame = penguins()
+    frame["body_mass_g"] = frame["body_mass_g"] * 1.5
+    serve(loop["predict"], frame)
+    # Given the default (no retrain function named): drift alarms, and nothing is started
+    result, _ = run_monitor(loop["monitor"], capsys)
+    assert result["alarms"]
+    assert not result["retrain_started"]
+    assert started == []
+    # When RetrainOnMonitorAlarm names the retrain function
+    monitor = fresh_handler(
+        "functions.monitor.app",
+        MODEL_STORE_URI=f"s3://{BUCKET}/models",
+        MODEL_NAME="penguins",
+        CAPTURE_URI=f"s3://{BUCKET}/capture",
+        RETRAIN_FUNCTION_NAME="sklambda-retrain",
+    )
+    result, emitted = run_monitor(monitor, capsys)
+    # Then the same drift starts one retrain run, asynchronously, with the reason
+    assert result["retrain_started"]
+    assert emitted["MonitorRetrainStarted"] == 1
+    ((name, payload),) = started
+    assert name == "sklambda-retrain"
+    assert "body_mass_g" in payload["monitor_alarm"]["reason"]
+
+
+def test_the_retrain_function_runs_a_monitor_alarm_with_its_reason(
+    s3_bucket: str, fresh_handler: Callable[..., ModuleType]
+) -> None:
+    # Given the retrain function with training data and no model yet
+    boto3.client("s3", region_name="us-east-1").upload_file(str(PENGUINS_CSV), s3_bucket, "data/penguins.csv")
+    retrain = fresh_handler(
+        "functions.retrain.app",
+        MODEL_STORE_URI=f"s3://{s3_bucket}/models",
+        MODEL_NAME="penguins",
+        DATA_URI=f"s3://{s3_bucket}/data/",
+    )
+    # When the monitor's asynchronous invocation arrives
+    result = retrain.lambda_handler(
+        {"monitor_alarm": {"reason": "drift: PSI above 0.2 on body_mass_g"}}, LambdaContext()
+    )
+    # Then one run is carried out, recorded as triggered by the monitor with the reason
+    assert result["status"] == "promoted", result
+    record = json.loads(
+        ModelStore.from_uri(f"s3://{s3_bucket}/models")
+        .objects.get(f"penguins/runs/records/{result['run_id']}.json")
+        .data
+    )
+    assert record["trigger"] == "monitor"
+    assert "drift: PSI above 0.2 on body_mass_g" in record["by"]
