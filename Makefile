@@ -29,7 +29,7 @@ help:
 	@echo "make test         set up and run every check: ruff, mypy, cfn-lint, then all pytest tiers"
 	@echo "make dev          create $(VENV) (Python 3.12) and install requirements.txt"
 	@echo "make train        train DATA=$(DATA) into MODEL_STORE_URI=$(MODEL_STORE_URI)"
-	@echo "make serve        serve template.yaml's API routes locally, in-process (no Docker)"
+	@echo "make serve        serve MODEL_NAME (or the store's only model) on template.yaml's API routes, in-process (no Docker)"
 	@echo "make unit | integration | template | e2e   one test tier"
 	@echo "make demo-loop    the monitoring loop locally: capture, drift, feedback, live metric, report (docs/monitoring.md)"
 	@echo "make report       write $(REPORT) (the model report of MODEL_STORE_URI) and $(REPORT_PNG) (its screenshot, headless Chromium)"
@@ -56,16 +56,11 @@ dev: $(STAMP)
 train: $(STAMP)
 	MODEL_STORE_URI=$(MODEL_STORE_URI) $(PY) -m training train --data $(DATA)
 
-SAMPLE_REQUEST := {"instances": [{"island": "Biscoe", "bill_length_mm": 48.6, "bill_depth_mm": 16.0, "flipper_length_mm": 230, "body_mass_g": 5800, "sex": "male", "year": 2009}]}
-
+# The model named by MODEL_NAME (else the only one in the store), with a banner showing a curl for that model; a
+# local POST /retrain trains on DATA (when given) or DATA_URI (devtools/serve.py).
 serve: $(STAMP)
-	@echo "Serving template.yaml's API on http://$(HOST):$(PORT) from the store $(MODEL_STORE_URI). In another terminal:"
-	@echo ""
-	@echo '  curl -s -X POST http://$(HOST):$(PORT)/predict -H "Content-Type: application/json" -d '\''$(SAMPLE_REQUEST)'\'''
-	@echo ""
-	$(PY) -m functions.local_api --host $(HOST) --port $(PORT) --lambda-port $(LAMBDA_PORT) \
-		--env MODEL_STORE_URI=$(MODEL_STORE_URI) --env DATA_URI=$(DATA) --env PREDICT_FUNCTION_NAME= \
-		--env CAPTURE_STREAM_NAME= --env CAPTURE_LOCAL_FOLDER=$(CAPTURE_FOLDER) --env CAPTURE_URI=$(CAPTURE_FOLDER)
+	$(PY) -m devtools.serve --store $(MODEL_STORE_URI) --host $(HOST) --port $(PORT) --lambda-port $(LAMBDA_PORT) \
+		$(if $(filter command line,$(origin DATA)),--data $(DATA))
 
 demo: train serve
 

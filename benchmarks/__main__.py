@@ -60,7 +60,7 @@ def api(store_uri: str, scratch: str, concurrency: int, requests: int, limit_sec
     """Serve template.yaml's routes here, as `make serve` does, and load them from a second process."""
     import orjson
 
-    from functions.local_api import LocalApi
+    from devtools.local_api import LocalApi
     from sklambda.store import ModelStore
 
     store = ModelStore.from_uri(store_uri)

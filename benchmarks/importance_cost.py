@@ -20,7 +20,7 @@ import pandas as pd
 
 from training.config import TrainingConfig, load_config
 from training.dataset import load_table
-from training.flow import train
+from training.pipeline import train
 
 ROOT = Path(__file__).resolve().parents[1]
 PENGUINS = ROOT / "training" / "data" / "penguins.csv"

@@ -1,4 +1,4 @@
-"""The local HTTP API (functions/local_api.py, what `make serve` runs) under concurrent load from a second process
+"""The local HTTP API (devtools/local_api.py, what `make serve` runs) under concurrent load from a second process
 on loopback (part of `python -m benchmarks`).
 
 The benchmark serves template.yaml's routes with `LocalApi` in its own process; this module, run as

@@ -1,7 +1,7 @@
 """A whole retrain run against the bare fit + score of the same pipeline on the same data (part of
 `python -m benchmarks`).
 
-- retrain: `training.retrain.run_retrain`, the code path of the retrain function and `python -m training
+- retrain: `training.pipeline.run_training`, the code path of the retrain function and `python -m training
   retrain`: take the run lock, read the data from S3 (the local moto server), validate it against the champion,
   train, evaluate, convert to ONNX, publish, gate (champion comparison, must-hold cases, invariants, the serving
   runtime's self-test), promote, record the run. Each repetition starts from a store holding one champion.
@@ -37,7 +37,7 @@ from training.config import TrainingConfig, load_config
 from training.dataset import clean
 from training.features import infer_task, select_features
 from training.model import build_estimator, build_pipeline, split
-from training.retrain import RunContext, run_retrain
+from training.pipeline import TrainingRun, run_training
 
 TARGET_RETRAIN = 1.5
 FOREST_CONFIG = Path(__file__).with_name("random_forest.toml")
@@ -98,12 +98,12 @@ def measure(
             if training_main(["train", "--data", str(PENGUINS), "--store", store_uri, *options]) != 0:
                 raise SystemExit("could not train the champion for the retrain benchmark")
         store = ModelStore.from_uri(store_uri)
-        context = RunContext(
+        context = TrainingRun(
             store=store, data_uri=data_uri, config=config, serving_check=local_self_test(store, "onnx")
         )
         with quiet():
             started = time.perf_counter()
-            record = run_retrain(context, trigger="benchmark", by="benchmarks.retrain")
+            record = run_training(context, trigger="benchmark", by="benchmarks.retrain")
             runs.append(time.perf_counter() - started)
             started = time.perf_counter()
             floor()

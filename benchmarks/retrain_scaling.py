@@ -1,7 +1,7 @@
 """How a retrain run's time and peak memory grow with rows, for the sample pipeline (penguins, the estimator in
 training/config.toml), so that we know where the retrain Lambda (15 minutes, at most 10240 MB) stops fitting.
 
-Each size runs the whole retrain flow (`training.retrain.run_retrain`: load CSV, validate against a champion,
+Each size runs the whole retrain flow (`training.pipeline.run_training`: load CSV, validate against a champion,
 train, ONNX-convert, publish, gate with the serving self-test, record) in a fresh process, so its peak RSS is
 its own. Tables are synthesised by resampling the penguins rows with a little noise on the numbers.
 
@@ -52,17 +52,17 @@ def child(data: Path, store: Path) -> dict[str, float]:
     from sklambda.serving import local_self_test
     from sklambda.store import ModelStore
     from training.config import load_config
-    from training.retrain import RunContext, run_retrain
+    from training.pipeline import TrainingRun, run_training
 
     model_store = ModelStore.from_uri(str(store))
-    context = RunContext(
+    context = TrainingRun(
         store=model_store,
         data_uri=str(data),
         config=load_config(),
         serving_check=local_self_test(model_store, "onnx"),
     )
     started = time.perf_counter()
-    record = run_retrain(context, trigger="benchmark", by="benchmarks.retrain_scaling")
+    record = run_training(context, trigger="benchmark", by="benchmarks.retrain_scaling")
     seconds = time.perf_counter() - started
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     if record.status == "failed":

@@ -1,1 +1,1 @@
-"""Lambda function code (one folder per function) and the local in-process API that serves it."""
+"""Lambda function code, one folder per function (CodeUri in template.yaml)."""

@@ -23,14 +23,14 @@ WHAT_TO_DO = (
 
 
 @dataclass(frozen=True)
-class Limits:
+class RunLimits:
     """What the run has: seconds left (a callable, read when asked) and memory; None means unbounded."""
 
     seconds_left: Callable[[], float] | None = None
     memory_mb: float | None = None
 
     @classmethod
-    def of_lambda(cls, context: Any) -> Limits:
+    def of_lambda(cls, context: Any) -> RunLimits:
         return cls(
             seconds_left=lambda: context.get_remaining_time_in_millis() / 1000,
             memory_mb=float(context.memory_limit_in_mb),
@@ -64,7 +64,7 @@ def estimate(rows: int, columns: int, budget: BudgetSection) -> Estimate:
     )
 
 
-def check_fits(needed: Estimate, limits: Limits, budget: BudgetSection, data_uri: str) -> None:
+def check_fits(needed: Estimate, limits: RunLimits, budget: BudgetSection, data_uri: str) -> None:
     """Raise BudgetExceeded, saying what to do, when the estimate (times the safety factor) does not fit."""
     problems = []
     seconds_needed = needed.seconds * budget.safety_factor + budget.reserve_seconds
@@ -84,7 +84,7 @@ def check_fits(needed: Estimate, limits: Limits, budget: BudgetSection, data_uri
         )
 
 
-def check_time_left(needed: Estimate, limits: Limits, budget: BudgetSection, stage: str, data_uri: str) -> None:
+def check_time_left(needed: Estimate, limits: RunLimits, budget: BudgetSection, stage: str, data_uri: str) -> None:
     """After training: is there still time to publish, gate and record (training may have overrun)?"""
     if limits.seconds_left is None:
         return

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Sequence
 
@@ -22,6 +21,7 @@ from training.commands import (
     train,
     versions,
 )
+from training.commands.common import cli_settings
 from training.progress import log_handler
 
 # Each command module registers its own parser; add a module here to add a command.
@@ -40,9 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    cli_settings.cache_clear()  # each command reads the environment afresh, once
+    try:
+        settings = cli_settings()
+    except SklambdaError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     handler = log_handler()  # on a terminal: log lines printed above the live progress lines
     logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO"),
+        level=settings.log_level,
         format="%(message)s" if handler else "%(levelname)s %(name)s: %(message)s",
         handlers=[handler] if handler else None,
     )

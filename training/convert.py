@@ -18,7 +18,7 @@ from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 from sklambda.contract import DataContract
 from sklambda.errors import ConfigError
 from sklambda.manifest import RuntimeSupport
-from training.model import final_estimator
+from training.model import CUSTOM_CODE_HINT, final_estimator
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def import_converters(modules: Sequence[str]) -> None:
         try:
             importlib.import_module(module)
         except ImportError as error:
-            raise ConfigError(f"[onnx] converters: cannot import {module!r}: {error}") from None
+            raise ConfigError(f"[onnx] converters: cannot import {module!r}: {error}; {CUSTOM_CODE_HINT}") from None
 
 
 def to_onnx(

@@ -1,4 +1,5 @@
-"""Stages 1 and 2: load a table (CSV or Parquet; a file, a folder or an S3 prefix) and clean it."""
+"""Load a table (CSV or Parquet; a file, a folder or an S3 prefix) and clean it: the load stage's reading and
+the validate stage's cleaning."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Stage 5: score a fitted pipeline on held-out rows."""
+"""The evaluate stage: score a fitted pipeline on held-out rows (and the champion, through the same metrics)."""
 
 from __future__ import annotations
 
@@ -112,6 +112,8 @@ def permutation_importances(
     def score(output: Any) -> float:
         if by_code and response == "predict":
             output = index.get_indexer(pd.Series(output))
+            if metric.name == "accuracy":  # the share of equal codes, without accuracy_score's ~7 ms of checks
+                return float(sign * np.mean(truth == output))
         return float(sign * function(truth, output))
 
     baseline = score(getattr(pipeline, response)(x))

@@ -1,4 +1,5 @@
-"""Stage 3: decide the task and the features, and build the preprocessing that turns them into numbers."""
+"""The prepare stage's choices: decide the task and the features, and build the preprocessing that turns them
+into numbers."""
 
 from __future__ import annotations
 

@@ -1,9 +1,8 @@
-"""The promotion gate's checks on a challenger: the metric rule against the champion (MLflow MetricThreshold
-semantics), the must-hold cases, and the output invariants. Each check is a GateCheck (name, passed, detail)
-so that the run record says exactly which rule held and which did not.
-
-The serving runtime's load + parity self-test is the gate's last check; it needs the published version and
-runs in training.flow.
+"""The promotion gate, in one place: the metric rule against the champion (MLflow MetricThreshold semantics,
+[gate] in the configuration), the must-hold cases, the output invariants, and the serving runtime's load + parity
+self-test (run by training.pipeline once the version is published). Every check is a GateCheck (name, passed,
+detail), the gate's one result type, kept in the run record, so that it says exactly which rule held and which
+did not; `verdict` turns a list of them into the reason recorded with the outcome.
 """
 
 from __future__ import annotations
@@ -15,10 +14,14 @@ import numpy as np
 import pandas as pd
 
 from sklambda.contract import DataContract, Task, encode_frame
-from sklambda.manifest import Metric
+from sklambda.errors import VersionRefused
+from sklambda.manifest import Comparison, Manifest, Metric
+from sklambda.registry import ServingCheck
 from sklambda.runs import GateCheck
 from sklambda.serving import labels_to_json
+from training.champion import Champion, Outputs
 from training.config import GateCase, GateSection
+from training.evaluate import evaluate
 
 # Probabilities must sum to 1 within this (float64 pipelines; ONNX parity is the self-test's business).
 PROBABILITY_SUM_TOLERANCE = 1e-6
@@ -170,13 +173,19 @@ def invariant_checks(
     *,
     target_range: tuple[float, float] | None,
     margin: float,
+    known: Outputs | None = None,
 ) -> list[GateCheck]:
     """Outputs that must hold for any input: no NaN, labels among the classes, probabilities in [0, 1] summing
-    to 1 (classifiers), predictions within a plausible range of the training targets (regressors)."""
-    inputs = pd.concat([rows.loc[:, contract.names], probe_rows(contract)], ignore_index=True)
+    to 1 (classifiers), predictions within a plausible range of the training targets (regressors). `known`: the
+    pipeline's outputs on `rows` when the caller has them (evaluation computed them); the corner inputs are
+    predicted here."""
+    probes = probe_rows(contract)
+    inputs = probes if known is not None else pd.concat([rows.loc[:, contract.names], probes], ignore_index=True)
     encoded = encode_frame(inputs, contract)
     predictions = pipeline.predict(encoded)
-    where = f"on {len(inputs)} rows (held-out rows and corner inputs)"
+    if known is not None:
+        predictions = np.concatenate([np.asarray(known.prediction.labels), np.asarray(predictions)])
+    where = f"on {len(rows) + len(probes)} rows (held-out rows and corner inputs)"
     checks: list[GateCheck] = []
     if task == "classification":
         classes = set(labels_to_json(pipeline.classes_))
@@ -190,6 +199,8 @@ def invariant_checks(
         )
         if hasattr(pipeline, "predict_proba"):
             probabilities = np.asarray(pipeline.predict_proba(encoded), dtype=np.float64)
+            if known is not None and known.prediction.probabilities is not None:
+                probabilities = np.vstack([np.asarray(known.prediction.probabilities, dtype=np.float64), probabilities])
             problems = []
             if not np.isfinite(probabilities).all():
                 problems.append(f"{int((~np.isfinite(probabilities)).any(axis=1).sum())} rows with NaN/inf")
@@ -234,3 +245,63 @@ def invariant_checks(
             )
         )
     return checks
+
+
+def champion_checks(
+    challenger: Manifest,
+    x_test: pd.DataFrame,
+    y_test: pd.Series,
+    champion: Champion | None,
+    gate: GateSection,
+) -> tuple[Comparison | None, list[GateCheck]]:
+    """The champion scored on the challenger's held-out rows, and the [gate] metric rule applied to both."""
+    metric = challenger.metric
+    score = challenger.metrics[metric.name]
+    if champion is None:
+        checks = metric_checks(score, None, metric, gate, champion_label="", rows=len(y_test))
+        return None, [GateCheck(name="first version", passed=True, detail="no champion to compare with"), *checks]
+    known = champion.manifest
+    where = f"champion v{known.version}"
+    if known.task != challenger.task or known.target != challenger.target:
+        detail = (
+            f"not comparable with {where}: it predicts {known.target} ({known.task}), "
+            f"this predicts {challenger.target} ({challenger.task})"
+        )
+        return None, [GateCheck(name="comparable", passed=False, detail=detail)]
+    missing = sorted(set(known.contract.names) - set(x_test.columns))
+    if missing:
+        detail = f"not comparable with {where}: its features {missing} are not in the new data"
+        return None, [GateCheck(name="comparable", passed=False, detail=detail)]
+    outputs = champion.outputs(x_test)
+    champion_metrics = evaluate(outputs, x_test, y_test, challenger.task)
+    comparison = Comparison(version=known.version, metrics=champion_metrics)
+    champion_score = champion_metrics.get(metric.name)
+    if champion_score is None:
+        return comparison, [
+            GateCheck(name="comparable", passed=False, detail=f"{where} has no {metric.name} on these rows")
+        ]
+    return comparison, metric_checks(score, champion_score, metric, gate, champion_label=where, rows=len(y_test))
+
+
+def self_test_check(serving_check: ServingCheck, stored: Manifest) -> GateCheck:
+    """The serving runtime loads the published version and reproduces its golden outputs (the gate's last check)."""
+    try:
+        serving_check(stored)
+    except VersionRefused as error:
+        return GateCheck(name="serving self-test", passed=False, detail=f"the serving runtime refused it: {error}")
+    return GateCheck(name="serving self-test", passed=True, detail="loaded and reproduced its outputs")
+
+
+def failures(checks: list[GateCheck]) -> str:
+    """Why the gate refused ("" when every check passed): each failed check, named."""
+    return "; ".join(f"{check.name}: {check.detail}" for check in checks if not check.passed)
+
+
+def passed_reason(checks: list[GateCheck]) -> str:
+    """The reason recorded with a promotion: how it compares with the champion (every check is in the run record)."""
+    for check in checks:
+        if check.name == "first version":
+            return f"first version: {check.detail}"
+        if check.name == "beats champion":
+            return check.detail
+    return f"{len(checks)} gate checks passed"

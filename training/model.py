@@ -1,4 +1,5 @@
-"""Stage 4: build the estimator the configuration names, split off the held-out rows, fit."""
+"""The prepare and fit stages' parts: build the estimator the configuration names, split off the held-out rows,
+fit."""
 
 from __future__ import annotations
 
@@ -36,13 +37,19 @@ logger = logging.getLogger(__name__)
 
 MIN_ROWS = 10
 
+# Where code of one's own must live so that the Lambda functions import it too (and unpickle what uses it).
+CUSTOM_CODE_HINT = (
+    "code of your own must be a package under layers/shared/ (like layers/shared/sklambda_examples), where the "
+    "retrain and predict functions find it; on this machine, with layers/shared on PYTHONPATH"
+)
+
 
 def import_callable(spec: str, what: str = "estimator") -> Any:
     module_name, _, attribute = spec.partition(":")
     try:
         target: Any = importlib.import_module(module_name)
     except ImportError as error:
-        raise ConfigError(f"{what} {spec!r}: cannot import {module_name}: {error}") from None
+        raise ConfigError(f"{what} {spec!r}: cannot import {module_name}: {error}; {CUSTOM_CODE_HINT}") from None
     for part in attribute.split("."):
         try:
             target = getattr(target, part)

@@ -1,4 +1,5 @@
-"""Progress of the long steps of a run (load, validate, train, evaluate, convert, publish, gate).
+"""Progress of the stages of a run (load, validate, prepare, fit, evaluate, convert, gate, publish, self-test,
+promote).
 
 On a terminal: one line per step with a spinner and the time it has taken so far, left with its final time and
 what it found (rich, which the command line's environment has; the Lambda layers do not ship it and Lambda has

@@ -151,7 +151,7 @@ def metric_across_versions(data: ReportData) -> str | None:
 
 
 @dataclass(frozen=True)
-class Comparison:
+class ReportedComparison:
     """Challenger against champion on the same held-out rows: from the last run that compared, else the newest
     version that recorded a comparison."""
 
@@ -163,10 +163,10 @@ class Comparison:
     verdict: str
 
 
-def last_comparison(data: ReportData) -> Comparison | None:
+def last_comparison(data: ReportData) -> ReportedComparison | None:
     for run in data.runs:
         if run.metrics and run.champion_metrics and run.champion_version is not None:
-            return Comparison(
+            return ReportedComparison(
                 source=f"retrain run {run.run_id} ({run.trigger})",
                 challenger=run.version,
                 champion=run.champion_version,
@@ -178,7 +178,7 @@ def last_comparison(data: ReportData) -> Comparison | None:
         manifest = data.manifests[version]
         if manifest.compared_with is not None:
             status = next((row for row in data.versions if row.version == version), None)
-            return Comparison(
+            return ReportedComparison(
                 source=f"v{version} at training",
                 challenger=version,
                 champion=manifest.compared_with.version,
@@ -189,7 +189,7 @@ def last_comparison(data: ReportData) -> Comparison | None:
     return None
 
 
-def comparison_plot(comparison: Comparison, primary: str | None) -> str:
+def comparison_plot(comparison: ReportedComparison, primary: str | None) -> str:
     names = [name for name in comparison.challenger_metrics if name in comparison.champion_metrics]
     names.sort(key=lambda name: name != primary)
     figure = _figure(min(2.1 * len(names) + 0.6, 9.0), 2.7)
@@ -383,8 +383,8 @@ def _versions_table(data: ReportData) -> str:
 def _runs_table(data: ReportData) -> str:
     if not data.runs:
         return _note(
-            "No retrain runs recorded yet: runs come from the retrain function (schedule, POST /retrain) and "
-            "<code>python -m training retrain</code>; <code>python -m training train</code> publishes without one."
+            "No training runs recorded yet: runs come from <code>python -m training train</code> and "
+            "<code>retrain</code>, and from the retrain function (schedule, POST /retrain)."
         )
     rows = []
     for run in data.runs:

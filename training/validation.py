@@ -7,13 +7,11 @@ Every problem is collected, one readable line each, so a failed run reports all 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import pandas as pd
 
-from sklambda.contract import MISSING_CATEGORY, canonical_categories, canonical_category, encode_frame, frame_problems
+from sklambda.contract import MISSING_CATEGORY, canonical_categories, canonical_category, frame_problems
 from sklambda.manifest import Manifest
+from training.champion import Champion
 from training.config import TrainingConfig
 from training.evaluate import evaluate
 from training.features import infer_task
@@ -28,14 +26,9 @@ def _share(count: int, total: int) -> str:
     return f"{count} of {total} rows ({count / total:.0%})"
 
 
-def validate_table(
-    frame: pd.DataFrame,
-    config: TrainingConfig,
-    champion: Manifest | None,
-    load_champion: Callable[[], Any],
-) -> tuple[list[str], dict[str, float] | None]:
-    """(problems, the champion's metrics on all the new rows or None). `frame` is cleaned (every row has a
-    target); `load_champion` returns the champion's fitted pipeline and is called only when needed."""
+def validate_table(frame: pd.DataFrame, config: TrainingConfig, scored_champion: Champion | None) -> list[str]:
+    """Every problem found, one line each. `frame` is cleaned (every row has a target); the champion is scored
+    only when the checks before that found nothing."""
     target = config.model.target
     settings = config.data
     problems: list[str] = []
@@ -48,21 +41,22 @@ def validate_table(
         if len(counts) < 2:
             only = f" ({counts.index[0]!r})" if len(counts) else ""
             problems.append(f"the target {target!r} has a single class{only}: nothing to learn")
-    if champion is None:
-        return problems, None
+    if scored_champion is None:
+        return problems
+    champion = scored_champion.manifest
     if champion.target != target or champion.task != task:
         problems.append(
             f"the champion v{champion.version} predicts {champion.target!r} ({champion.task}); "
             f"this data gives {target!r} ({task})"
         )
-        return problems, None
+        return problems
     schema = [f"schema drift: column {p.field!r}: {p.message}" for p in frame_problems(frame, champion.contract)]
     problems.extend(schema)
     if schema:
-        return problems, None  # the rest compares columns that are not there or not numbers
+        return problems  # the rest compares columns that are not there or not numbers
     problems.extend(_drift(frame, champion, config))
     if problems or settings.max_champion_metric_drop is None or not rows:
-        return problems, None
+        return problems
     scored = frame
     if champion.task == "classification" and champion.classes is not None:
         # Rows of classes the champion never predicts cannot be scored (log_loss); their share is checked above.
@@ -70,8 +64,8 @@ def validate_table(
     if len(scored) > CHAMPION_SAMPLE_ROWS:
         scored = scored.sample(CHAMPION_SAMPLE_ROWS, random_state=config.evaluation.random_state)
     if scored.empty:
-        return problems, None
-    champion_metrics = evaluate(load_champion(), encode_frame(scored, champion.contract), scored[target], champion.task)
+        return problems
+    champion_metrics = evaluate(scored_champion.outputs(scored), scored, scored[target], champion.task)
     drop = _metric_drop(champion, champion_metrics)
     if drop is not None and drop > settings.max_champion_metric_drop:
         name = champion.metric.name
@@ -82,7 +76,7 @@ def validate_table(
             f"(worse by {drop:.3g} > [data].max_champion_metric_drop {settings.max_champion_metric_drop}). "
             "Check the data; if the change is real, raise or switch off max_champion_metric_drop for this run"
         )
-    return problems, champion_metrics
+    return problems
 
 
 def _metric_drop(champion: Manifest, on_new_rows: dict[str, float]) -> float | None:

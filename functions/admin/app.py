@@ -7,43 +7,27 @@ GET  /admin/aliases/{alias}                       an alias: version, rollback st
 POST /admin/aliases/{alias}/promote               {"version": 3, "reason": "..."}: after the serving self-test
 POST /admin/aliases/{alias}/rollback              {"reason": "..."}: back to the previous version
 
-Thin on purpose: routes, error mapping and metrics here; the operations live in sklambda.registry, shared with the
-command line.
+Thin on purpose: routes and metrics here; the operations live in sklambda.registry (shared with the command
+line), the error replies in sklambda.http (as for every API function).
 """
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import orjson
-from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sklambda import registry
-from sklambda.errors import (
-    AliasConflict,
-    IntegrityError,
-    InvalidName,
-    NotFound,
-    RequestError,
-    SklambdaError,
-    StoreUnavailable,
-    VersionRefused,
-)
+from sklambda import metric_names, registry
+from sklambda.errors import RequestError
+from sklambda.http import ErrorReply, answer_errors, bootstrap, whole_number
 from sklambda.settings import AdminSettings
-from sklambda.store import ModelStore
 
-logger = Logger()
-metrics = Metrics()
-# Read-only routes record no metric of their own; that is normal here, not a mistake to warn about.
-warnings.filterwarnings("ignore", message="No application metrics to publish")
-settings = AdminSettings.from_env()
-store = ModelStore.from_uri(settings.model_store_uri)
+logger, metrics, settings, store = bootstrap(AdminSettings)
 serving_check = registry.serving_check(
     store, runtime=settings.serving_runtime, predict_function_name=settings.predict_function_name
 )
@@ -66,9 +50,7 @@ def _model() -> str:
 
 
 def _version(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise RequestError(400, f"version must be a positive whole number, not {text[:20]!r}")
-    return int(text)
+    return whole_number(text, "version")
 
 
 def _body[Request: BaseModel](request_type: type[Request]) -> Request:
@@ -119,7 +101,7 @@ def promote(alias: str) -> dict[str, Any]:
         store, _model(), request.version, alias=alias, by=_caller(), reason=request.reason, check=serving_check
     )
     if change.moved:
-        metrics.add_metric(name="AliasPromoted", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name=metric_names.ALIAS_PROMOTED, unit=MetricUnit.Count, value=1)
         logger.info("alias promoted", extra={"change": change.model_dump(mode="json")})
     return change.model_dump(mode="json")
 
@@ -128,41 +110,20 @@ def promote(alias: str) -> dict[str, Any]:
 def rollback(alias: str) -> dict[str, Any]:
     request = _body(RollbackRequest)
     change = registry.rollback(store, _model(), alias=alias, by=_caller(), reason=request.reason, check=serving_check)
-    metrics.add_metric(name="AliasRolledBack", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name=metric_names.ALIAS_ROLLED_BACK, unit=MetricUnit.Count, value=1)
     logger.info("alias rolled back", extra={"change": change.model_dump(mode="json")})
     return change.model_dump(mode="json")
 
 
-# One place maps every error to its status: 400 bad request, 404 unknown version or alias, 409 the alias moved
-# meanwhile (read again, retry), 422 the version may not be served, 503 the store is unreachable.
-_STATUS: list[tuple[type[Exception], int]] = [
-    (InvalidName, 400),
-    (NotFound, 404),
-    (AliasConflict, 409),
-    (VersionRefused, 422),
-    (IntegrityError, 422),
-    (StoreUnavailable, 503),
-]
+def _refused(error: BaseException, reply: ErrorReply) -> None:
+    if reply.status >= 409:  # a conflict, a refused version, a failure: worth an operator's look
+        metrics.add_metric(name=metric_names.ADMIN_REFUSED, unit=MetricUnit.Count, value=1)
+    if 409 <= reply.status < 500:  # log_error keeps 4xx at debug; an operator's refusal is worth a warning
+        logger.warning("admin request refused", extra={"status": reply.status, "error": str(error)})
 
 
-@app.exception_handler(RequestError)
-def bad_request(error: RequestError) -> Response[str]:
-    return _error(error.status, str(error))
-
-
-@app.exception_handler(SklambdaError)
-def refused(error: SklambdaError) -> Response[str]:
-    status = next((code for kind, code in _STATUS if isinstance(error, kind)), 500)
-    if status >= 409:
-        metrics.add_metric(name="AdminRefused", unit=MetricUnit.Count, value=1)
-        logger.warning("admin request refused", extra={"status": status, "error": str(error)})
-    return _error(status, str(error))
-
-
-def _error(status: int, message: str) -> Response[str]:
-    return Response(
-        status_code=status, content_type=content_types.APPLICATION_JSON, body=orjson.dumps({"error": message}).decode()
-    )
+# Every error, whatever raised it: sklambda.http maps it to its status and public body.
+answer_errors(app, logger, store, on_error=_refused)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

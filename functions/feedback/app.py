@@ -16,8 +16,8 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from sklambda.api import Limits as RequestLimits
-from sklambda.api import check_content_type, dumps, request_bytes
+from sklambda import metric_names
+from sklambda.api import RequestLimits, check_content_type, dumps, request_bytes
 from sklambda.contract import ContractViolation
 from sklambda.errors import NotFound, RequestError, SklambdaError
 from sklambda.feedback import FeedbackLimits, check_labels, feedback_object, parse_feedback
@@ -65,7 +65,7 @@ def record_feedback(event: dict[str, Any], request_id: str) -> dict[str, Any]:
         raw = request_bytes(
             event.get("body"),
             base64_encoded=bool(event.get("isBase64Encoded")),
-            limits=RequestLimits(max_body_bytes=limits.max_body_bytes),
+            limits=RequestLimits(limits.max_body_bytes, max_json_depth=10, max_rows=limits.max_rows),
         )
         items = parse_feedback(raw, limits)
         manifest = _serving_manifest()
@@ -74,7 +74,7 @@ def record_feedback(event: dict[str, Any], request_id: str) -> dict[str, Any]:
         key, data = feedback_object(records, manifest.name, manifest.version, request_id)
         open_object_store(settings.capture_uri).put(key, data, if_none_match=True)
     except ContractViolation as error:
-        metrics.add_metric(name="FeedbackRefused", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name=metric_names.FEEDBACK_REFUSED, unit=MetricUnit.Count, value=1)
         problems = [problem.model_dump(exclude_none=True) for problem in error.problems]
         return _reply(
             422,
@@ -87,7 +87,7 @@ def record_feedback(event: dict[str, Any], request_id: str) -> dict[str, Any]:
             },
         )
     except RequestError as error:
-        metrics.add_metric(name="FeedbackRefused", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name=metric_names.FEEDBACK_REFUSED, unit=MetricUnit.Count, value=1)
         return _reply(error.status, {"error": str(error), "model": model, "request_id": request_id})
     except NotFound as error:
         return _reply(503, {"error": str(error), "model": model, "request_id": request_id})
@@ -96,7 +96,7 @@ def record_feedback(event: dict[str, Any], request_id: str) -> dict[str, Any]:
         return _reply(
             503, {"error": f"the labels could not be stored: {error}", "model": model, "request_id": request_id}
         )
-    metrics.add_metric(name="FeedbackLabels", unit=MetricUnit.Count, value=len(records))
+    metrics.add_metric(name=metric_names.FEEDBACK_LABELS, unit=MetricUnit.Count, value=len(records))
     return _reply(
         202,
         {

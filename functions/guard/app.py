@@ -6,24 +6,19 @@ that caused it.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from sklambda import metric_names
 from sklambda.errors import SklambdaError
 from sklambda.guard import on_alarm, parse_time, rollback_notification
+from sklambda.http import bootstrap
 from sklambda.settings import GuardSettings
-from sklambda.store import ModelStore
 
-logger = Logger()
-metrics = Metrics()
-warnings.filterwarnings("ignore", message="No application metrics to publish")
-settings = GuardSettings.from_env()
-store = ModelStore.from_uri(settings.model_store_uri)
+logger, metrics, settings, store = bootstrap(GuardSettings)
 
 
 # The EventBridge event id is the correlation id: the same id is in the event archive and the rule's metrics.
@@ -45,7 +40,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         watch_seconds=settings.promotion_watch_seconds,
     )
     if decision.rolled_back:
-        metrics.add_metric(name="ModelRolledBack", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name=metric_names.MODEL_ROLLED_BACK, unit=MetricUnit.Count, value=1)
         if settings.alarm_topic_arn:
             from sklambda.aws import publish_message  # boto3 only when a topic is configured
 

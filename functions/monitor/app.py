@@ -9,7 +9,6 @@ any other trigger (a run in progress makes it a recorded skip).
 
 from __future__ import annotations
 
-import re
 import warnings
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +17,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from sklambda import metric_names
 from sklambda.monitor import MonitorConfig, MonitoringRecord, run_monitor
 from sklambda.objects import open_object_store
 from sklambda.settings import MonitorSettings
@@ -37,30 +37,27 @@ config = MonitorConfig(
 )
 
 
-def _column_metric(column: str) -> str:
-    # CloudWatch metric names: printable and short whatever the column names are.
-    return "Psi_" + re.sub(r"[^A-Za-z0-9_.-]", "_", column)[:200]
-
-
 def _record_metrics(record: MonitoringRecord) -> None:
-    metrics.add_metric(name="MonitorRows", unit=MetricUnit.Count, value=record.captured_rows)
-    metrics.add_metric(name="MonitorLabels", unit=MetricUnit.Count, value=record.labels_matched)
-    metrics.add_metric(name="MonitorUnmatchedLabels", unit=MetricUnit.Count, value=record.unmatched_labels)
-    metrics.add_metric(name="MonitorLabelledRowsWritten", unit=MetricUnit.Count, value=record.labelled_rows_written)
+    metrics.add_metric(name=metric_names.MONITOR_ROWS, unit=MetricUnit.Count, value=record.captured_rows)
+    metrics.add_metric(name=metric_names.MONITOR_LABELS, unit=MetricUnit.Count, value=record.labels_matched)
+    metrics.add_metric(name=metric_names.MONITOR_UNMATCHED_LABELS, unit=MetricUnit.Count, value=record.unmatched_labels)
+    metrics.add_metric(
+        name=metric_names.MONITOR_LABELLED_ROWS_WRITTEN, unit=MetricUnit.Count, value=record.labelled_rows_written
+    )
     if record.drift is not None and record.drift.rows:
-        metrics.add_metric(name="DriftMaxPsi", unit=MetricUnit.NoUnit, value=record.drift.max_psi)
-        metrics.add_metric(name="DriftedColumns", unit=MetricUnit.Count, value=len(record.drifted_columns))
+        metrics.add_metric(name=metric_names.DRIFT_MAX_PSI, unit=MetricUnit.NoUnit, value=record.drift.max_psi)
+        metrics.add_metric(name=metric_names.DRIFTED_COLUMNS, unit=MetricUnit.Count, value=len(record.drifted_columns))
         for column, drift in record.drift.columns.items():
-            metrics.add_metric(name=_column_metric(column), unit=MetricUnit.NoUnit, value=drift.psi)
+            metrics.add_metric(name=metric_names.column_psi(column), unit=MetricUnit.NoUnit, value=drift.psi)
         if record.drift.output_psi is not None:
-            metrics.add_metric(name="OutputPsi", unit=MetricUnit.NoUnit, value=record.drift.output_psi)
+            metrics.add_metric(name=metric_names.OUTPUT_PSI, unit=MetricUnit.NoUnit, value=record.drift.output_psi)
     quality = record.quality
     if quality is not None and quality.labels >= record.min_labels:
-        metrics.add_metric(name="LiveMetric", unit=MetricUnit.NoUnit, value=quality.live)
+        metrics.add_metric(name=metric_names.LIVE_METRIC, unit=MetricUnit.NoUnit, value=quality.live)
         if quality.held_out is not None:
-            metrics.add_metric(name="HeldOutMetric", unit=MetricUnit.NoUnit, value=quality.held_out)
+            metrics.add_metric(name=metric_names.HELD_OUT_METRIC, unit=MetricUnit.NoUnit, value=quality.held_out)
         if quality.drop is not None:
-            metrics.add_metric(name="LiveMetricDrop", unit=MetricUnit.NoUnit, value=quality.drop)
+            metrics.add_metric(name=metric_names.LIVE_METRIC_DROP, unit=MetricUnit.NoUnit, value=quality.drop)
 
 
 def _start_retrain(record: MonitoringRecord) -> bool:
@@ -70,7 +67,7 @@ def _start_retrain(record: MonitoringRecord) -> bool:
 
     reason = "; ".join(record.alarms)[:500]
     invoke_event(settings.retrain_function_name, {"monitor_alarm": {"reason": reason, "version": record.version}})
-    metrics.add_metric(name="MonitorRetrainStarted", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name=metric_names.MONITOR_RETRAIN_STARTED, unit=MetricUnit.Count, value=1)
     return True
 
 

@@ -7,23 +7,17 @@ traffic, and CodeDeploy keeps the `live` alias on the current version.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from sklambda import aws
+from sklambda import aws, metric_names
+from sklambda.http import bootstrap
 from sklambda.rollout import RolloutVerdict, check_new_version
 from sklambda.settings import RolloutCheckSettings
-from sklambda.store import ModelStore
 
-logger = Logger()
-metrics = Metrics()
-warnings.filterwarnings("ignore", message="No application metrics to publish")
-settings = RolloutCheckSettings.from_env()
-store = ModelStore.from_uri(settings.model_store_uri)
+logger, metrics, settings, store = bootstrap(RolloutCheckSettings)
 
 
 def _invoke_new_version(payload: dict[str, Any]) -> dict[str, Any]:
@@ -48,7 +42,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     except Exception as error:
         logger.exception("the pre-traffic check failed unexpectedly")
         verdict = RolloutVerdict(False, f"the check itself failed: {type(error).__name__}: {error}")
-    metrics.add_metric(name="RolloutCheckFailed", unit=MetricUnit.Count, value=0 if verdict.passed else 1)
+    metrics.add_metric(name=metric_names.ROLLOUT_CHECK_FAILED, unit=MetricUnit.Count, value=0 if verdict.passed else 1)
     logger.info(
         "pre-traffic check", extra={"passed": verdict.passed, "reason": verdict.reason, "checks": verdict.checks}
     )

@@ -1,4 +1,4 @@
-"""Retrain function. Three ways in, one run (training.retrain does the work):
+"""Retrain function. Three ways in, one run (training.pipeline.run_training does the work):
 
 - the EventBridge schedule: runs here and now (the invocation is already asynchronous);
 - POST /retrain: reserves the run lock, records the run as queued, invokes this same function asynchronously
@@ -11,33 +11,27 @@ the lock start no training: the API answers 409 naming the running run; the sche
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import orjson
-from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from sklambda.errors import NotFound, RequestError, RunInProgress, RunSkipped, SklambdaError
+from sklambda import metric_names
+from sklambda.errors import HttpError, RequestError, RunInProgress, RunSkipped, SklambdaError
+from sklambda.http import JSON, answer_errors, bootstrap, whole_number
 from sklambda.runs import RunLock, RunLog, RunRecord, check_run_id, notification, run_reply, score_metrics
 from sklambda.serving import local_self_test, remote_self_test
 from sklambda.settings import RetrainSettings
-from sklambda.store import ModelStore
-from training.budget import Limits
+from training.budget import RunLimits
 from training.config import load_config
-from training.flow import code_version
+from training.lineage import code_version
+from training.pipeline import TrainingRun, model_config, release_reservation, reserve_run, run_training
 from training.progress import Progress
-from training.retrain import RunContext, release_reservation, reserve_run, run_retrain
 
-logger = Logger()
-metrics = Metrics()
-# A request that records no metric of its own (e.g. GET /retrain) is normal here, not a mistake to warn about.
-warnings.filterwarnings("ignore", message="No application metrics to publish")
-settings = RetrainSettings.from_env()
-store = ModelStore.from_uri(settings.model_store_uri)
+logger, metrics, settings, store = bootstrap(RetrainSettings)
 # The training code's commit, recorded in every manifest this function publishes (lineage).
 CODE_VERSION = code_version()
 app = APIGatewayRestResolver(serializer=lambda body: orjson.dumps(body).decode())
@@ -48,9 +42,9 @@ MAX_REASON_CHARS = 200
 
 def _notify(record: RunRecord) -> None:
     """Every finished run: a metric per outcome, its duration, and a message on the SNS topic."""
-    metrics.add_metric(name=f"Retrain{record.status.capitalize()}", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name=metric_names.retrain_outcome(record.status), unit=MetricUnit.Count, value=1)
     if record.duration_seconds is not None:
-        metrics.add_metric(name="RetrainSeconds", unit=MetricUnit.Seconds, value=record.duration_seconds)
+        metrics.add_metric(name=metric_names.RETRAIN_SECONDS, unit=MetricUnit.Seconds, value=record.duration_seconds)
     for name, score in score_metrics(record).items():  # the dashboard's champion score over time
         metrics.add_metric(name=name, unit=MetricUnit.NoUnit, value=score)
     if settings.retrain_topic_arn:
@@ -60,31 +54,33 @@ def _notify(record: RunRecord) -> None:
         publish_message(settings.retrain_topic_arn, subject, message, attributes)
 
 
-def _run_context(context: LambdaContext) -> RunContext:
-    config = load_config(settings.training_config).with_overrides(name=settings.model_name)
+def _run_context(context: LambdaContext) -> TrainingRun:
+    config = model_config(
+        load_config(settings.training_config), store, name=settings.model_name, alias=settings.model_alias
+    )
     serving_check = (
         remote_self_test(settings.predict_function_name)
         if settings.predict_function_name
         else local_self_test(store, settings.serving_runtime)
     )
-    return RunContext(
+    return TrainingRun(
         store=store,
         data_uri=settings.data_uri,
         config=config,
         alias=settings.model_alias,
         serving_check=serving_check,
-        limits=Limits.of_lambda(context),
+        limits=RunLimits.of_lambda(context),
         lock_seconds=settings.retrain_lock_seconds,
         code_version=CODE_VERSION,
         notify=_notify,
-        # A log line as each step starts and ends (load, validate, prepare, fit, evaluate, convert, gate,
-        # publish, self-test), through this function's logger: a long run shows where it is.
+        # A log line as each stage starts and ends (load, validate, prepare, fit, evaluate, convert, gate,
+        # publish, self-test, promote), through this function's logger: a long run shows where it is.
         progress=Progress(logger),
     )
 
 
 def _json(status: int, body: dict[str, Any]) -> Response[str]:
-    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=orjson.dumps(body).decode())
+    return Response(status_code=status, content_type=JSON, body=orjson.dumps(body).decode())
 
 
 def _caller() -> str:
@@ -118,36 +114,32 @@ def start_run() -> Response[str]:
     try:
         record = reserve_run(run_context, trigger="api", by=by)
     except RunInProgress as error:
-        metrics.add_metric(name="RetrainSkipped", unit=MetricUnit.Count, value=1)
-        return _json(409, {"error": str(error), "run_id": error.run_id, "status_url": f"/retrain/{error.run_id}"})
+        metrics.add_metric(name=metric_names.RETRAIN_SKIPPED, unit=MetricUnit.Count, value=1)
+        details = {"run_id": error.run_id, "status_url": f"/retrain/{error.run_id}"}
+        raise HttpError(409, str(error), kind="RunInProgress", details=details) from None
     from sklambda.aws import invoke_event  # boto3 only on this route
 
     try:
         invoke_event(context.function_name, {"retrain_run": {"run_id": record.run_id, "trigger": "api"}})
     except SklambdaError as error:
         release_reservation(run_context, record, f"the run could not be started: {error}")
-        logger.exception("could not invoke the retrain run")
-        return _json(503, {"error": f"the run could not be started: {error}", "run_id": record.run_id})
+        logger.exception("could not invoke the retrain run", extra={"run_id": record.run_id})
+        message = "the run could not be started; retry later"
+        raise HttpError(503, message, kind="RunNotStarted", details={"run_id": record.run_id}) from error
     logger.info("retrain run queued", extra={"run_id": record.run_id})
     return _json(202, {"run_id": record.run_id, "status": record.status, "status_url": f"/retrain/{record.run_id}"})
 
 
 @app.get("/retrain")
 def list_runs() -> Response[str]:
-    limit = app.current_event.get_query_string_value("limit", "20") or "20"
-    if not limit.isdigit() or not 1 <= int(limit) <= MAX_LISTED_RUNS:
-        return _json(400, {"error": f"limit must be a whole number from 1 to {MAX_LISTED_RUNS}"})
-    runs = _run_log().list(int(limit))
+    limit = whole_number(app.current_event.get_query_string_value("limit", "20"), "limit", maximum=MAX_LISTED_RUNS)
+    runs = _run_log().list(limit)
     return _json(200, {"model": settings.model_name, "runs": [_described(record) for record in runs]})
 
 
 @app.get("/retrain/<run_id>")
 def get_run(run_id: str) -> Response[str]:
-    try:
-        record = _run_log().get(check_run_id(run_id))
-    except NotFound as error:
-        return _json(404, {"error": str(error)})
-    return _json(200, _described(record))
+    return _json(200, _described(_run_log().get(check_run_id(run_id))))
 
 
 def _run_log() -> RunLog:
@@ -165,15 +157,8 @@ def _described(record: RunRecord) -> dict[str, Any]:
     return body
 
 
-@app.exception_handler(RequestError)
-def bad_request(error: RequestError) -> Response[str]:
-    return _json(error.status, {"error": str(error)})
-
-
-@app.exception_handler(SklambdaError)
-def retrain_failed(error: SklambdaError) -> Response[str]:
-    logger.exception("retrain request failed")
-    return _json(500, {"error": f"retrain failed: {error}"})
+# Every error, whatever raised it: sklambda.http maps it to its status and public body.
+answer_errors(app, logger, store)
 
 
 def _is_schedule(event: dict[str, Any]) -> bool:
@@ -185,9 +170,9 @@ def _run(
 ) -> dict[str, Any]:
     by = f"retrain function ({trigger}, request {context.aws_request_id})" + (f": {reason}" if reason else "")
     try:
-        record = run_retrain(_run_context(context), trigger=trigger, by=by, run_id=run_id)
+        record = run_training(_run_context(context), trigger=trigger, by=by, run_id=run_id)
     except RunSkipped as error:
-        metrics.add_metric(name="RetrainSkipped", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name=metric_names.RETRAIN_SKIPPED, unit=MetricUnit.Count, value=1)
         logger.warning("retrain skipped", extra={"reason": str(error), "run_id": error.run_id})
         return {"skipped": True, "reason": str(error), "running_run_id": error.run_id}
     logger.info("retrain finished", extra={"run_id": record.run_id, "status": record.status, "reason": record.reason})

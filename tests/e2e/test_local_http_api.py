@@ -4,6 +4,7 @@ the real handlers in-process (what `make serve` runs), against a local model sto
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import urllib.error
 import urllib.request
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from functions.local_api import LocalApi
+from devtools.local_api import LocalApi
 from tests.conftest import PENGUINS_CSV, REPO, load_event
 
 pytestmark = pytest.mark.e2e
@@ -21,9 +22,13 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def api(local_store_copy: Path) -> Iterator[LocalApi]:
+    new_upload = local_store_copy.parent / "penguins-next-month.csv"
+    shutil.copyfile(PENGUINS_CSV, new_upload)
     overrides = {
         "MODEL_STORE_URI": str(local_store_copy),
-        "DATA_URI": str(PENGUINS_CSV),
+        # New data for the retrain (a new file of the sample's rows: the data fingerprint covers names and bytes);
+        # on the champion's own data, configuration and code an API run would publish nothing ("skipped").
+        "DATA_URI": str(new_upload),
         "ALIAS_REFRESH_SECONDS": "0",
         # The retrain gate runs the serving self-test in-process: a synchronous function-to-function call would
         # wait on the runner's one-invocation-at-a-time lock that the calling function holds.
@@ -78,7 +83,7 @@ def wait_for_run(api: LocalApi, run_id: str, timeout: float = 60) -> dict[str, A
 
 
 def test_retrain_over_http_runs_asynchronously_then_predict_serves_the_new_version(api: LocalApi) -> None:
-    # When a retrain is requested over HTTP on the same data
+    # When a retrain is requested over HTTP on new data
     status, queued = request(api, "POST", "/retrain", load_event("retrain-api")["body"])
 
     # Then it answers 202 at once with a run id; the function invoked itself (InvocationType=Event) through the
@@ -92,10 +97,12 @@ def test_retrain_over_http_runs_asynchronously_then_predict_serves_the_new_versi
     status, body = request(api, "POST", "/predict", load_event("predict")["body"])
     assert (status, body["model"]["version"]) == (200, 2)
 
-    # And the run history lists it
     status, history = request(api, "GET", "/retrain")
     assert status == 200
-    assert [item["run_id"] for item in history["runs"]] == [queued["run_id"]]
+    # And the run history lists it, newest first, above the `python -m training train` run that made v1
+    newest, *older = history["runs"]
+    assert (newest["run_id"], newest["version"]) == (queued["run_id"], 2)
+    assert [(item["trigger"], item["version"]) for item in older] == [("cli", 1)]
 
 
 def test_unknown_run_over_http_is_404(api: LocalApi) -> None:

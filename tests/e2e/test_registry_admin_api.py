@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from functions.local_api import LocalApi
+from devtools.local_api import LocalApi
 from sklambda.store import ModelStore
 from tests.conftest import REPO, load_event
 from tests.e2e.test_local_http_api import request
@@ -100,10 +100,9 @@ def test_refusals_over_http_are_clear_and_change_nothing(api: LocalApi, three_ve
     store = ModelStore.from_uri(three_versions)
     before = store.alias("penguins", "champion")
     # A version that does not exist, a malformed body, and a version the serving runtime cannot load
-    assert call(api, "POST", "/admin/aliases/champion/promote", {"version": 7, "reason": "typo"}) == (
-        404,
-        {"error": "model penguins has no version 7"},
-    )
+    status, body = call(api, "POST", "/admin/aliases/champion/promote", {"version": 7, "reason": "typo"})
+    assert (status, body["error"]) == (404, "model penguins has no version 7")
+    assert body["request_id"]  # API Gateway's, as every error of every function carries
     status, body = call(api, "POST", "/admin/aliases/champion/promote", {"version": 3})
     assert (status, body["error"]) == (400, "invalid request: reason: Field required")
     store.objects.put("penguins/versions/000003/model.onnx", b"tampered")

@@ -15,6 +15,7 @@ import boto3
 import pytest
 from aws_lambda_powertools.metrics.provider import cold_start
 
+from sklambda import metric_names
 from tests.conftest import PENGUINS_CSV, LambdaContext, load_event
 from tests.template.conftest import transformed_template
 
@@ -69,6 +70,7 @@ def test_handlers_write_the_metrics_the_template_reads(
         "DATA_URI": f"s3://{s3_bucket}/data/",
     }
     retrain = fresh_handler("functions.retrain.app", **environment)
+    monkeypatch.setattr(retrain, "CODE_VERSION", None)  # unknown code: the second run trains (not "nothing new")
     capsys.readouterr()
     # When retrain runs twice (a first version, then a challenger) and predict answers a request
     for _ in range(2):
@@ -101,3 +103,15 @@ def test_handlers_write_the_metrics_the_template_reads(
     for name, dimensions in read.items():
         if name in emitted:
             assert emitted[name][1] == dimensions, (name, emitted[name][1], dimensions)
+
+
+def test_every_metric_the_template_reads_is_a_named_constant() -> None:
+    # Given the names the handlers write through (sklambda.metric_names) and the template's alarms and dashboard
+    read = template_metrics(transformed_template())
+    # Then every metric the template reads in our namespace is one of them (a renamed constant, or a typo in the
+    # template, fails here rather than leaving an alarm that never fires)
+    assert set(read) <= metric_names.FIXED, set(read) - metric_names.FIXED
+    # And the families are spelled as the template's error and outcome widgets expect
+    assert metric_names.error_kind("ContractViolation") == "ErrorContractViolation"
+    assert metric_names.retrain_outcome("promoted") == "RetrainPromoted"
+    assert metric_names.predicted_class("Adélie penguin") == "Predicted_Ad_lie_penguin"

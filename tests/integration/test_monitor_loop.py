@@ -175,7 +175,7 @@ def test_labelled_captures_become_training_data_that_a_retrain_reads(
     loop: dict[str, ModuleType], capsys: pytest.CaptureFixture[str]
 ) -> None:
     from training.config import load_config
-    from training.retrain import RunContext, run_retrain
+    from training.pipeline import TrainingRun, run_training
 
     # Given served traffic labelled with the truth for 40 rows, and the original training table under data/
     frame = penguins()
@@ -198,8 +198,8 @@ def test_labelled_captures_become_training_data_that_a_retrain_reads(
     assert len(labelled) == 40
     assert labelled["species"].tolist() == truth[:40]
     store = ModelStore.from_uri(f"s3://{BUCKET}/models")
-    record = run_retrain(
-        RunContext(store=store, data_uri=f"s3://{BUCKET}/data/", config=load_config(None)), trigger="test", by="test"
+    record = run_training(
+        TrainingRun(store=store, data_uri=f"s3://{BUCKET}/data/", config=load_config(None)), trigger="test", by="test"
     )
     # Then the run validated and trained on both files: the table's 344 rows and the 40 labelled ones
     assert record.status in {"promoted", "rejected"}, record.reason

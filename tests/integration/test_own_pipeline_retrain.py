@@ -75,6 +75,9 @@ def cloud(s3_bucket: str, fresh_handler: Callable[..., ModuleType], monkeypatch:
     }
     predict = fresh_handler("functions.predict.app", **environment)
     retrain = fresh_handler("functions.retrain.app", **environment)
+    # No code version (a checkout may be clean or dirty): every run trains, even on the champion's own data and
+    # configuration. The "nothing new" tests set one.
+    monkeypatch.setattr(retrain, "CODE_VERSION", None)
     cloud = Cloud(bucket=s3_bucket, retrain=retrain, predict=predict)
 
     # moto runs no Lambda code: the Lambda service's part is played here.

@@ -49,7 +49,10 @@ def send_to_event_bus(event: dict[str, Any]) -> None:
 
 
 def test_alarm_after_promotion_rolls_back_and_predict_serves_the_previous_version(
-    s3_bucket: str, fresh_handler: Callable[..., ModuleType], lambda_context: LambdaContext
+    s3_bucket: str,
+    fresh_handler: Callable[..., ModuleType],
+    lambda_context: LambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Given v1 then v2 trained and promoted by the retrain function, and v2 being served
     boto3.client("s3").upload_file(str(PENGUINS_CSV), s3_bucket, "data/penguins.csv")
@@ -73,6 +76,7 @@ def test_alarm_after_promotion_rolls_back_and_predict_serves_the_previous_versio
         "ALARM_TOPIC_ARN": topic,
     }
     retrain = fresh_handler("functions.retrain.app", **environment)
+    monkeypatch.setattr(retrain, "CODE_VERSION", None)  # unknown code: the second run trains (not "nothing new")
     predict = fresh_handler("functions.predict.app", **environment)
     guard = fresh_handler("functions.guard.app", **environment)
     for _ in range(2):

@@ -26,7 +26,7 @@ from tests.conftest import BUCKET, PENGUINS_CSV, REPO, LambdaContext, load_event
 from tests.faults import Crash, CrashingObjects, Fault, S3FaultProxy, elapsed, promote_in_process
 from tests.unit.test_store import make_manifest
 from training.config import load_config
-from training.flow import train_and_publish
+from training.pipeline import TrainingRun, run_training
 
 pytestmark = pytest.mark.integration
 
@@ -172,7 +172,11 @@ def test_a_retrain_that_crashes_before_the_alias_moves_leaves_the_champion_servi
     # When a retrain dies after uploading its artifacts: before its manifest, or before the alias write
     crashing = ModelStore(CrashingObjects(LocalObjects(local_store_copy), crash_on=crash_on))
     with pytest.raises(Crash):
-        train_and_publish(crashing, str(PENGUINS_CSV), load_config(None), by="crashing retrain")
+        run_training(
+            TrainingRun(store=crashing, data_uri=str(PENGUINS_CSV), config=load_config(None)),
+            trigger="cli",
+            by="crashing retrain",
+        )
 
     # Then v1 still serves, the alias never moved, and v2 is loadable only if its manifest was written
     status, body = predict(app, lambda_context)
@@ -285,12 +289,13 @@ def test_a_tampered_artifact_is_refused_and_serving_continues_on_the_last_good_v
     assert (status, body["model"]["version"]) == (200, 1)
     assert "ModelLoadRefused" in emitted_metrics(capsys.readouterr().out)
 
-    # And a cold start, with no good version to fall back on, answers 503 naming the checksum mismatch
+    # And a cold start, with no good version to fall back on, answers 503 saying why in public words (the
+    # log has which file and which checksums)
     cold = fresh_handler("functions.predict.app")
     status, body = predict(cold, lambda_context)
     assert status == 503
-    assert "model.onnx: sha256" in body["error"]
-    assert "does not match the manifest" in body["error"]
+    assert "refused penguins v2: its files do not match their checksums" in body["error"]
+    assert "sha256" not in body["error"]
 
 
 def pickled_with_another_sklearn(store: ModelStore) -> bytes:
@@ -403,5 +408,6 @@ def test_predict_keeps_serving_while_s3_fails_and_cold_starts_answer_503_in_time
             cold = fresh_handler("functions.predict.app", **environment)
             status, body = predict(cold, lambda_context)
             assert status == 503, fault
-            assert body["error"].startswith("no model available: the model store is unavailable: S3 get_object")
+            assert body["error"].startswith("no model available: the model store is unavailable; retrying"), fault
+            assert "s3://" not in body["error"], fault
             assert elapsed(started) < PREDICT_TIMEOUT_SECONDS

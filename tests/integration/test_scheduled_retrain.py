@@ -125,6 +125,9 @@ def cloud(s3_bucket: str, fresh_handler: Callable[..., ModuleType], monkeypatch:
     }
     retrain = fresh_handler("functions.retrain.app", **environment)
     predict = fresh_handler("functions.predict.app", **environment)
+    # No code version (a checkout may be clean or dirty): every run trains, even on the champion's own data and
+    # configuration. The "nothing new" tests set one.
+    monkeypatch.setattr(retrain, "CODE_VERSION", None)
     cloud = Cloud(bucket=s3_bucket, retrain=retrain, predict=predict, queue_url=queue_url)
     # moto runs no Lambda code: record the asynchronous self-invocation; `deliver` plays the Lambda service.
     monkeypatch.setattr(aws, "invoke_event", lambda name, payload: cloud.invocations.append((name, payload)))
@@ -177,7 +180,8 @@ def test_the_first_scheduled_run_promotes_and_is_recorded_and_announced(
     assert len(run["data"]["sha256"]) == 64
     assert run["metrics"]["accuracy"] > 0.95
     assert run["champion_metrics"] is None
-    assert set(run["stages"]) == {"load", "validate", "train", "publish_and_gate"}
+    stages = ["load", "validate", "prepare", "fit", "evaluate", "convert", "gate", "publish", "self-test", "promote"]
+    assert list(run["stages"]) == stages
     # And the keys the retrain reply had before runs were recorded are still there
     assert run["model"] == {"name": "penguins", "version": 1}
     assert (run["promoted"], run["champion"], run["seconds"]) == (True, None, run["stages"])
@@ -418,17 +422,17 @@ def test_data_under_a_prefix_in_several_files_and_formats_is_read_together(cloud
 
 def test_overlapping_triggers_start_one_training(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> None:
     # Given a scheduled run that is in the middle of training
-    import training.flow
+    import training.pipeline
 
     entered, release = threading.Event(), threading.Event()
-    real_train = training.flow.train
+    real_train = training.pipeline.train
 
     def slow_train(*args: Any, **kwargs: Any) -> Any:
         entered.set()
         assert release.wait(30)
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr("training.retrain.train", slow_train)
+    monkeypatch.setattr("training.pipeline.train", slow_train)
     results: list[dict[str, Any]] = []
     first = threading.Thread(target=lambda: results.append(cloud.schedule()))
     first.start()

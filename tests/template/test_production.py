@@ -126,15 +126,17 @@ def unsigned_private_routes(cfn: dict[str, Any]) -> list[str]:
 
 
 def emitted_metric_names() -> set[str]:
-    """The metric names (namespace Sklambda) our code can emit, read from the code itself: add_metric names,
-    the model cache's events, the retrain outcomes and scores, and Powertools' ColdStart."""
+    """The metric names (namespace Sklambda) our code can emit, read from the code itself: the sklambda.metric_names
+    constants the handlers and the model cache use, the retrain outcomes and scores, and Powertools' ColdStart."""
+    from sklambda import metric_names
     from sklambda.runs import FINISHED, RunRecord, score_metrics
 
     names = {"ColdStart"}
-    for handler in (ROOT / "functions").glob("*/app.py"):
-        names |= set(re.findall(r'add_metric\(\s*name="(\w+)"', handler.read_text()))
-    serving = (ROOT / "layers" / "shared" / "sklambda" / "serving.py").read_text()
-    names |= set(re.findall(r'on_event\(\s*"(\w+)"', serving))
+    sources = [*(ROOT / "functions").glob("*/app.py"), ROOT / "layers" / "shared" / "sklambda" / "serving.py"]
+    for source in sources:
+        names |= {
+            getattr(metric_names, constant) for constant in re.findall(r"metric_names\.([A-Z_]+)\b", source.read_text())
+        }
     names |= {f"Retrain{status.capitalize()}" for status in FINISHED}
     promoted = RunRecord(
         run_id="r", name="m", trigger="api", status="promoted", metric="f1", metrics={"f1": 0.9},

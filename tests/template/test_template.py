@@ -342,6 +342,15 @@ def test_unknown_fields_setting_defaults_to_the_contract(cfn: dict[str, Any], re
         assert resolve_if(env["ALLOW_UNKNOWN_FIELDS"], conditions) == expected
 
 
+def test_model_details_are_full_only_behind_the_api_key(cfn: dict[str, Any], resources: dict[str, Any]) -> None:
+    # Given the predict function's environment
+    env = resources["PredictFunction"]["Properties"]["Environment"]["Variables"]
+    # Then an open API (the default) publishes the contract only, one behind an API key everything
+    for required, expected in (("false", "contract"), ("true", "full")):
+        conditions = condition_values(cfn, {"PredictApiKeyRequired": required})
+        assert resolve_if(env["MODEL_DETAILS"], conditions) == expected
+
+
 @pytest.mark.parametrize(
     ("layer", "content", "build_method"),
     [

@@ -8,19 +8,21 @@ from typing import Any
 import pytest
 
 from sklambda.api import (
-    Limits,
+    RequestLimits,
     _json_depth,
     check_content_type,
     check_depth,
+    check_rows,
     parse_predict_request,
     request_bytes,
+    row_limit,
 )
-from sklambda.contract import ContractViolation
+from sklambda.contract import ContractViolation, DataContract, Feature
 from sklambda.errors import RequestError
 
 pytestmark = pytest.mark.unit
 
-LIMITS = Limits(max_body_bytes=2048, max_json_depth=6, max_rows=3)
+LIMITS = RequestLimits(max_body_bytes=2048, max_json_depth=6, max_rows=3)
 ROW = {"x": 1.0}
 
 
@@ -190,3 +192,49 @@ def test_each_format_and_the_probabilities_choice() -> None:
 def test_split_envelope_problems_are_contract_violations(split: Any, message: str) -> None:
     with pytest.raises(ContractViolation, match=message):
         parse_predict_request(body({"dataframe_split": split}), LIMITS)
+
+
+# ------------------------------------------------------------------------------------------ the row limit
+
+
+def wide_contract(classes: list[Any] | None = None) -> DataContract:
+    features = [
+        Feature(name=f"measurement_{i:02d}", kind="numeric", value_type="number", nullable=True) for i in range(24)
+    ]
+    categories = ["north", "Ålesund 🐧", 'the "central" region']
+    features += [
+        Feature(name=f"category_{i}", kind="categorical", value_type="string", nullable=False, categories=categories)
+        for i in range(8)
+    ]
+    return DataContract(features=features, target="y", task="classification", classes=classes or ["no", "yes"])
+
+
+def test_a_wide_models_row_limit_is_what_fits_in_the_body() -> None:
+    # Given a 32-column model and a 1 MiB body limit with 5000 rows allowed
+    contract = wide_contract()
+    limits = RequestLimits(max_body_bytes=1_048_576, max_json_depth=10, max_rows=5000)
+    # When its row limit is derived
+    limit = row_limit(contract, limits)
+    # Then it is below MAX_ROWS, and that many of its widest rows (as Python's json writes them) fit the body
+    widest: dict[str, Any] = {f.name: -2.2250738585072014e-308 for f in contract.features if f.kind == "numeric"}
+    widest |= {f.name: "Ålesund 🐧" for f in contract.features if f.kind == "categorical"}
+    body = json.dumps({"dataframe_records": [widest] * limit, "params": {"probabilities": False}}).encode()
+    assert 100 < limit < 5000
+    assert len(body) <= limits.max_body_bytes
+    assert len(request_bytes(body, base64_encoded=False, limits=limits)) == len(body)
+    # And one row more is refused whatever its size
+    check_rows(limit, limit)
+    assert refused(check_rows, limit + 1, limit).status == 413
+
+
+def test_a_narrow_model_keeps_max_rows_and_many_classes_bound_the_reply() -> None:
+    limits = RequestLimits(max_body_bytes=3_000_000, max_json_depth=10, max_rows=5000)
+    narrow = DataContract(
+        features=[Feature(name="x", kind="numeric", value_type="number", nullable=False)],
+        target="y",
+        task="regression",
+    )
+    assert row_limit(narrow, limits) == 5000
+    # 500 classes: 5000 rows of probabilities would not fit in what Lambda may return (6 MiB)
+    many = wide_contract(classes=[f"class {i}" for i in range(500)])
+    assert row_limit(many, limits) * 500 * 24 < 6_291_456

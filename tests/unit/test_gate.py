@@ -13,11 +13,11 @@ import pytest
 from sklambda.errors import BudgetExceeded, ConfigError
 from sklambda.manifest import Metric
 from tests.conftest import PENGUINS_CSV
-from training.budget import Limits, check_fits, check_time_left, estimate
+from training.budget import RunLimits, check_fits, check_time_left, estimate
 from training.config import BudgetSection, GateCase, GateSection, load_config
 from training.dataset import load_table
-from training.flow import TrainedModel, train
 from training.gate import case_checks, invariant_checks, metric_checks
+from training.pipeline import TrainedModel, train
 
 pytestmark = pytest.mark.unit
 
@@ -239,17 +239,17 @@ def test_estimates_grow_linearly_in_cells() -> None:
 
 
 def test_a_table_that_fits_passes() -> None:
-    check_fits(estimate(1_000_000, 8, BUDGET), Limits(seconds_left=lambda: 890, memory_mb=3008), BUDGET, "s3://b/d/")
+    check_fits(estimate(1_000_000, 8, BUDGET), RunLimits(seconds_left=lambda: 890, memory_mb=3008), BUDGET, "s3://b/d/")
 
 
 @pytest.mark.parametrize(
     ("limits", "problem"),
     [
-        (Limits(seconds_left=lambda: 890, memory_mb=3008), "about 4695 MB needed (with safety margin), 3008 MB"),
-        (Limits(seconds_left=lambda: 300, memory_mb=10240), "about 372 s needed (with safety margin), 300 s left"),
+        (RunLimits(seconds_left=lambda: 890, memory_mb=3008), "about 4695 MB needed (with safety margin), 3008 MB"),
+        (RunLimits(seconds_left=lambda: 300, memory_mb=10240), "about 372 s needed (with safety margin), 300 s left"),
     ],
 )
-def test_a_table_too_big_for_the_lambda_is_refused_with_what_to_do(limits: Limits, problem: str) -> None:
+def test_a_table_too_big_for_the_lambda_is_refused_with_what_to_do(limits: RunLimits, problem: str) -> None:
     with pytest.raises(BudgetExceeded) as refused:
         check_fits(estimate(6_000_000, 8, BUDGET), limits, BUDGET, "s3://bucket/data/")
     message = str(refused.value)
@@ -264,6 +264,6 @@ def test_too_little_time_left_between_stages_stops_before_publishing() -> None:
     with pytest.raises(
         BudgetExceeded, match="only 60 s left after training; publishing, the gate and the run record need about 78 s"
     ):
-        check_time_left(needed, Limits(seconds_left=lambda: 60), BUDGET, "training", "data.csv")
-    check_time_left(needed, Limits(seconds_left=lambda: 80), BUDGET, "training", "data.csv")
-    check_time_left(needed, Limits(), BUDGET, "training", "data.csv")  # no limit: nothing to check
+        check_time_left(needed, RunLimits(seconds_left=lambda: 60), BUDGET, "training", "data.csv")
+    check_time_left(needed, RunLimits(seconds_left=lambda: 80), BUDGET, "training", "data.csv")
+    check_time_left(needed, RunLimits(), BUDGET, "training", "data.csv")  # no limit: nothing to check

@@ -1,4 +1,4 @@
-"""functions.local_api: SAM's API Gateway emulation in front of handlers run in-process, over a toy template."""
+"""devtools.local_api: SAM's API Gateway emulation in front of handlers run in-process, over a toy template."""
 
 import json
 import os
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from samcli.local.lambdafn.exceptions import FunctionNotFound
 
-from functions.local_api import LocalApi
+from devtools.local_api import LocalApi
 
 pytestmark = pytest.mark.unit
 
@@ -288,7 +288,7 @@ def test_cli_help_explains_each_option() -> None:
     # Given the command line entry point
     # When asked for help
     completed = subprocess.run(
-        [sys.executable, "-m", "functions.local_api", "--help"],
+        [sys.executable, "-m", "devtools.local_api", "--help"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

@@ -28,7 +28,8 @@ from tests.unit.test_predict_imports import loaded_modules
 from training.cli import main
 from training.config import load_config
 from training.dataset import load_table
-from training.flow import train
+from training.model import CUSTOM_CODE_HINT
+from training.pipeline import train
 
 pytestmark = pytest.mark.unit
 
@@ -234,7 +235,7 @@ def not_an_estimator() -> Any:
         pytest.param(
             'factory = "no_such_package.pipelines:build"',
             "pipeline factory 'no_such_package.pipelines:build': cannot import no_such_package.pipelines: "
-            "No module named 'no_such_package'",
+            f"No module named 'no_such_package'; {CUSTOM_CODE_HINT}",
             id="not-importable",
         ),
         pytest.param(
@@ -261,7 +262,8 @@ def test_a_converter_module_that_does_not_import_is_a_clear_configuration_error(
     with pytest.raises(ConfigError) as caught:
         train(load_table(str(PENGUINS_CSV)), config)
     assert str(caught.value) == (
-        "[onnx] converters: cannot import 'my_transformers.onnx': No module named 'my_transformers'"
+        "[onnx] converters: cannot import 'my_transformers.onnx': No module named 'my_transformers'; "
+        + CUSTOM_CODE_HINT
     )
 
 
@@ -328,12 +330,27 @@ def test_configuration_errors_name_the_key_and_what_is_wrong(tmp_path: Path, bod
 
 
 def test_a_target_that_is_not_in_the_data_names_the_columns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["train", "--data", str(PENGUINS_CSV), "--target", "spieces", "--store", str(tmp_path / "s")])
+    store = str(tmp_path / "s")
+    code = main(["train", "--data", str(PENGUINS_CSV), "--name", "mine", "--target", "spieces", "--store", store])
     assert code == 2
     assert capsys.readouterr().err == (
-        "error: target column 'spieces' is not in the data; columns are: species, island, bill_length_mm, "
-        "bill_depth_mm, flipper_length_mm, body_mass_g, sex, year\n"
+        "error: the training data cannot be used: the target column 'spieces' of model 'mine' is not in the data "
+        "(its columns: species, island, bill_length_mm, bill_depth_mm, flipper_length_mm, body_mass_g, sex, year): "
+        "name the column to predict with --target\n"
     )
+
+
+def test_a_target_that_contradicts_the_configured_model_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given the sample configuration (model "penguins" predicts "species") and no name of the user's own
+    code = main(["train", "--data", str(PENGUINS_CSV), "--target", "island", "--store", str(tmp_path / "s")])
+    # Then nothing is trained under "penguins" with another target: the error says how to name a model
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --target 'island' contradicts the configuration: its model 'penguins' predicts")
+    assert "--name NAME or $MODEL_NAME" in err
+    assert not (tmp_path / "s" / "penguins").exists()
 
 
 def test_a_configured_feature_that_is_not_in_the_data_is_named(tmp_path: Path) -> None:

@@ -260,6 +260,27 @@ def test_model_describes_the_served_version(predict_app: ModuleType, lambda_cont
     assert body["limits"] == {"max_body_bytes": 20000, "max_json_depth": 6, "max_rows": 50}
 
 
+def test_an_open_api_describes_the_contract_only(
+    fresh_handler: Callable[..., ModuleType], local_store_copy: Path, lambda_context: LambdaContext
+) -> None:
+    # Given a deployment whose prediction routes need no API key (the template sets MODEL_DETAILS=contract)
+    app = fresh_handler(
+        "functions.predict.app", MODEL_STORE_URI=str(local_store_copy), MODEL_NAME="penguins", MODEL_DETAILS="contract"
+    )
+    # When anyone asks for the model and its schema
+    status, body = call(app, load_event("model"), lambda_context)
+    _, spec = call(app, load_event("openapi"), lambda_context)
+    # Then they learn how to call it (features, types, categories, classes, limits) and nothing about its training
+    assert status == 200
+    assert {"name", "version", "task", "classes", "contract", "limits"} <= set(body)
+    assert not {"metrics", "metric", "libraries", "code_version", "training_rows", "estimator"} & set(body)
+    features = body["contract"]["features"]
+    assert {"minimum", "maximum"}.isdisjoint(key for feature in features for key in feature)
+    assert next(f for f in features if f["name"] == "island")["categories"] == ["Biscoe", "Dream", "Torgersen"]
+    assert "seen in training" not in json.dumps(spec)
+    assert set(spec["components"]["schemas"]["ModelDescription"]["required"]) <= set(body)
+
+
 def test_openapi_describes_this_model(predict_app: ModuleType, lambda_context: LambdaContext) -> None:
     event = load_event("openapi")
     status, spec = call(predict_app, event, lambda_context)

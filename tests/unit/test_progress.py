@@ -17,7 +17,7 @@ from training.progress import Progress, TerminalProgress, terminal_console
 
 pytestmark = pytest.mark.unit
 
-STEPS = ["load", "prepare", "fit", "evaluate", "convert", "gate", "publish", "self-test"]
+STEPS = ["load", "validate", "prepare", "fit", "evaluate", "convert", "gate", "publish", "self-test", "promote"]
 
 
 class Lines(logging.Handler):

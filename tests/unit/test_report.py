@@ -19,6 +19,7 @@ from sklearn.linear_model import LogisticRegression
 
 from sklambda.errors import NotFound
 from sklambda.manifest import Manifest, Metric
+from sklambda.runs import RunLog
 from sklambda.store import ModelStore
 from tests.conftest import PENGUINS_CSV, REPO
 from training.cli import main
@@ -123,7 +124,10 @@ def test_a_regression_report_shows_residuals(tmp_path: Path) -> None:
     }
     assert "<h2>Residuals of v1 (champion)</h2>" in document
     assert "No comparison yet: the first version had no champion to be compared with." in document
-    assert "No retrain runs recorded yet" in document
+    # And the training run that published it is listed (every run is recorded, `train`'s included)
+    assert "No training runs recorded yet" not in document
+    run = RunLog(ModelStore.from_uri(str(store)).objects, "diabetes").list()[0]
+    assert run.run_id in document
 
 
 def test_a_version_stored_before_held_out_summaries_still_verifies_and_reports(
@@ -178,7 +182,12 @@ def test_plotting_and_terminal_libraries_stay_out_of_the_lambda_bundles() -> Non
     result = subprocess.run(
         [sys.executable, "-c", probe],
         cwd=REPO,
-        env={**os.environ, "DATA_URI": "s3://bucket/data/", "MODEL_NAME": "penguins", "PYTHONPATH": str(REPO)},
+        env={
+            **os.environ,
+            "DATA_URI": "s3://bucket/data/",
+            "MODEL_NAME": "penguins",
+            "PYTHONPATH": os.pathsep.join([str(REPO / "layers" / "shared"), str(REPO)]),
+        },
         capture_output=True,
         text=True,
         check=False,

@@ -11,6 +11,7 @@ import pytest
 from sklambda.runs import RunLock
 from sklambda.store import ModelStore
 from tests.conftest import PENGUINS_CSV
+from training.champion import Champion
 from training.cli import main
 from training.config import load_config
 from training.dataset import clean
@@ -45,7 +46,7 @@ def test_retrain_runs_record_and_the_history_is_a_table(tmp_path: Path, capsys: 
     table = capsys.readouterr().out.splitlines()
 
     # Then it is a table, newest first, with outcome, version, metric of both models and rows
-    assert table[0] == f"retrain runs of penguins in {store}, newest first"
+    assert table[0] == f"training runs of penguins in {store}, newest first"
     assert table[1].split() == [
         "run", "trigger", "status", "version", "metric", "challenger", "champion", "rows", "seconds", "reason"
     ]  # fmt: skip
@@ -85,7 +86,7 @@ def test_retrain_refuses_what_would_not_fit_the_given_limits(
 
 def test_no_runs_yet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["runs", "--store", str(tmp_path / "empty")]) == 0
-    assert "no retrain runs of penguins" in capsys.readouterr().out
+    assert "no training runs of penguins" in capsys.readouterr().out
 
 
 def test_retrain_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
@@ -102,8 +103,8 @@ def test_retrain_help_explains_every_option(capsys: pytest.CaptureFixture[str]) 
 def test_without_a_champion_only_rows_and_classes_are_checked() -> None:
     config = load_config()
     frame, _ = clean(pd.read_csv(PENGUINS_CSV), "species")
-    assert validate_table(frame, config, None, lambda: None) == ([], None)
-    problems, _ = validate_table(frame.head(20).assign(species="Adelie"), config, None, lambda: None)
+    assert validate_table(frame, config, None) == []
+    problems = validate_table(frame.head(20).assign(species="Adelie"), config, None)
     assert problems == [
         "too few rows: 20 with a target, at least 50 needed ([data].min_rows)",
         "the target 'species' has a single class ('Adelie'): nothing to learn",
@@ -112,11 +113,11 @@ def test_without_a_champion_only_rows_and_classes_are_checked() -> None:
 
 def test_new_classes_and_newly_missing_values_are_drift(trained_store: Path) -> None:
     store = ModelStore.from_uri(str(trained_store))
-    champion = store.manifest("penguins", 1)
+    champion = Champion.of(store, "penguins", "champion")
     frame, _ = clean(pd.read_csv(PENGUINS_CSV), "species")
     frame.loc[:99, "species"] = "Emperor"
     frame.loc[:49, "year"] = None
-    problems, _ = validate_table(frame, load_config(), champion, lambda: None)
+    problems = validate_table(frame, load_config(), champion)
     assert any("the target 'species': 100 of 344 rows (29%) have classes the champion never predicted" in p
                for p in problems)  # fmt: skip
     assert any("column 'year': 50 of 344 rows (15%) are missing; the champion never saw it missing" in p

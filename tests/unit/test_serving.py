@@ -26,7 +26,7 @@ from tests.conftest import PENGUINS_CSV, REPO, LambdaContext, load_event
 from training.cli import main
 from training.config import load_config
 from training.dataset import load_table
-from training.flow import train
+from training.pipeline import train
 
 pytestmark = pytest.mark.unit
 
@@ -151,7 +151,9 @@ def test_a_tampered_artifact_is_refused_and_the_last_good_version_keeps_serving(
     health = get(app, "health")
     assert health["model"]["version"] == 1
     assert "refused penguins v2" in health["problem"]
-    assert "does not match the manifest's" in health["problem"]
+    assert "do not match their checksums" in health["problem"]
+    # (the detail, which file and which checksum, only in the log)
+    assert "does not match the manifest's" not in health["problem"]
     assert '"ModelLoadRefused"' in capsys.readouterr().out
 
 

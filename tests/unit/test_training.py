@@ -24,14 +24,14 @@ from sklambda.manifest import Metric
 from sklambda.store import ModelStore
 from tests.conftest import PENGUINS_CSV
 from training import evaluate as evaluate_module
-from training import flow
+from training import lineage
 from training.cli import main
 from training.config import load_config
 from training.dataset import clean, load_table
 from training.evaluate import evaluate
 from training.features import infer_task, select_features
-from training.flow import train
 from training.model import split
+from training.pipeline import train
 
 pytestmark = pytest.mark.unit
 
@@ -253,16 +253,16 @@ def test_code_version_is_the_built_stamp_where_there_is_no_checkout(
     # Given the training package as `sam build` packs it (outside any git checkout, CODE_VERSION beside it)
     stamp = tmp_path / "CODE_VERSION"
     stamp.write_text("0123456789ab\n")
-    monkeypatch.setattr(flow, "STAMPED_VERSION_FILE", stamp)
-    monkeypatch.setattr(flow, "PACKAGE_DIR", tmp_path)
+    monkeypatch.setattr(lineage, "STAMPED_VERSION_FILE", stamp)
+    monkeypatch.setattr(lineage, "PACKAGE_DIR", tmp_path)
     # Then the stamp is the code version; without it, a folder outside git has none
-    assert flow.code_version() == "0123456789ab"
+    assert lineage.code_version() == "0123456789ab"
     stamp.unlink()
-    assert flow.code_version() is None
+    assert lineage.code_version() is None
 
 
 def test_code_version_in_a_checkout_is_its_commit() -> None:
-    assert re.fullmatch(r"[0-9a-f]{12}(-dirty)?", flow.code_version() or ""), flow.code_version()
+    assert re.fullmatch(r"[0-9a-f]{12}(-dirty)?", lineage.code_version() or ""), lineage.code_version()
 
 
 @pytest.mark.parametrize(

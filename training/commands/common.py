@@ -3,23 +3,34 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import getpass
-import os
 import socket
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from pydantic import BaseModel
 
-from sklambda.registry import ServingCheck, resolve_model, serving_check
+from sklambda.errors import ConfigError, NotFound
+from sklambda.registry import ServingCheck, serving_check
 from sklambda.runtimes import RUNTIMES
-from sklambda.settings import AdminSettings, StoreSettings
+from sklambda.settings import CliSettings
 from sklambda.store import ModelStore
-from training.config import DEFAULT_CONFIG
+from training.config import DEFAULT_CONFIG, load_config
+
+NAME_HOW = "--name NAME or $MODEL_NAME"
+
+
+@functools.cache
+def cli_settings() -> CliSettings:
+    """The command line's settings (its options' defaults), read from the environment once per command:
+    `training.cli.main` starts each command afresh."""
+    return CliSettings.from_env()
 
 
 def add_store_options(parser: argparse.ArgumentParser) -> None:
-    defaults = StoreSettings.from_env()
+    defaults = cli_settings()
     parser.add_argument(
         "--store",
         default=defaults.model_store_uri,
@@ -46,8 +57,9 @@ def who(command: str) -> str:
 def add_model_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--name",
-        default=StoreSettings.from_env().model_name,
-        help="model name (default: $MODEL_NAME, else the only model in the store)",
+        default=cli_settings().model_name,
+        help="model name (default: $MODEL_NAME, else [model].name of the training configuration if the store "
+        "holds it, else the only model in the store)",
     )
 
 
@@ -60,13 +72,32 @@ def add_registry_options(parser: argparse.ArgumentParser, *, json_output: bool =
 
 
 def open_model(args: argparse.Namespace) -> tuple[ModelStore, str]:
-    """The store and the model name the command acts on."""
+    """The store and the model name the command acts on (see `model_name`)."""
     store = open_store(args)
-    return store, resolve_model(store, args.name)
+    return store, model_name(store, args.name, getattr(args, "config", None) or cli_settings().training_config)
+
+
+def model_name(store: ModelStore, given: str | None, config: str | Path | None) -> str:
+    """The model a command acts on, the same way for every command: `given` (--name, whose default is
+    $MODEL_NAME), else the training configuration's [model].name when the store holds it (or holds no model
+    yet), else the only model in the store. Several models and none of these: an error that says how to name one."""
+    if given:
+        return given
+    configured = None
+    with contextlib.suppress(ConfigError):  # a broken configuration must not stop the registry commands
+        configured = load_config(config).model.name
+    models = store.models()
+    if configured is not None and (configured in models or not models):
+        return configured
+    if len(models) == 1:
+        return models[0]
+    if not models:
+        raise NotFound(f"the store at {store.uri} holds no model yet")
+    raise ConfigError(f"the store at {store.uri} holds several models ({', '.join(models)}): name one with {NAME_HOW}")
 
 
 def add_serving_check_options(parser: argparse.ArgumentParser) -> None:
-    settings = AdminSettings.from_env()
+    settings = cli_settings()
     parser.add_argument(
         "--serving-runtime",
         choices=RUNTIMES,
@@ -135,7 +166,7 @@ def short_time(iso: str) -> str:
 def add_data_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",
-        default=os.environ.get("DATA_URI"),
+        default=cli_settings().data_uri,
         help="CSV or Parquet: a file, a folder, or an s3://bucket/prefix (all files under it). Default: $DATA_URI.",
     )
 
@@ -144,7 +175,7 @@ def add_config_option(parser: argparse.ArgumentParser, what: str = "training con
     parser.add_argument(
         "--config",
         type=Path,
-        default=os.environ.get("TRAINING_CONFIG") or DEFAULT_CONFIG,
+        default=cli_settings().training_config or DEFAULT_CONFIG,
         help=f"{what} (default: $TRAINING_CONFIG or training/config.toml)",
     )
 
@@ -153,6 +184,7 @@ def add_serving_runtime_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--serving-runtime",
         choices=RUNTIMES,
-        default=os.environ.get("SERVING_RUNTIME", "onnx"),
-        help="runtime that must load and self-test the new version before it is promoted (default: onnx)",
+        default=cli_settings().serving_runtime,
+        help="runtime that must load and self-test the new version before it is promoted "
+        "(default: $SERVING_RUNTIME or onnx)",
     )

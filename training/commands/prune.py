@@ -6,12 +6,11 @@ import argparse
 from typing import Any
 
 from sklambda.registry import RetentionPolicy, apply_retention, plan_retention
-from sklambda.settings import RetentionSettings
-from training.commands.common import add_registry_options, open_model, print_json, print_table, who
+from training.commands.common import add_registry_options, cli_settings, open_model, print_json, print_table, who
 
 
 def register(commands: Any) -> None:
-    defaults = RetentionSettings.from_env()
+    defaults = cli_settings()
     parser: argparse.ArgumentParser = commands.add_parser(
         "prune",
         help="delete old versions under the retention policy (dry run unless --apply)",

@@ -1,17 +1,16 @@
-"""`python -m training retrain`: one retrain run, exactly as the retrain Lambda runs it (lock, validation,
-budget, gate, run record), on this machine."""
+"""`python -m training retrain`: one retrain run, exactly as the retrain Lambda runs it (lock, validation against
+the champion, budget, gate, run record), on this machine: training.pipeline.run_training, trigger "cli"."""
 
 from __future__ import annotations
 
 import argparse
-import os
-from dataclasses import replace
+import time
 from typing import Any
 
 from sklambda.errors import SklambdaError
 from sklambda.runs import RunRecord
 from sklambda.serving import local_self_test
-from training.budget import Limits
+from training.budget import RunLimits
 from training.commands.common import (
     add_config_option,
     add_data_option,
@@ -20,10 +19,11 @@ from training.commands.common import (
     open_store,
     who,
 )
+from training.commands.train import add_model_section_options
 from training.config import load_config
-from training.flow import code_version
+from training.lineage import code_version
+from training.pipeline import DEFAULT_LOCK_SECONDS, TrainingRun, model_config, run_training
 from training.progress import for_command
-from training.retrain import DEFAULT_LOCK_SECONDS, RunContext, run_retrain
 
 
 def register(commands: Any) -> None:
@@ -34,11 +34,13 @@ def register(commands: Any) -> None:
             "Carry out one retrain run with the same code as the retrain Lambda: take the model's run lock, load "
             "and validate the data against the champion's contract, check the time/memory budget, train, publish, "
             "run the promotion gate ([gate] in the configuration) and move the alias only if it passes; every "
-            "run is recorded (see `python -m training runs`). Exit code 0: promoted or rejected; 1: failed."
+            "run is recorded (see `python -m training runs`). A model other than the configuration's takes its "
+            "target and task from its champion unless --target/--task say otherwise. Exit code 0: promoted, "
+            "rejected or skipped; 1: failed."
         ),
     )
     add_data_option(parser)
-    parser.add_argument("--name", help="model name (default: model.name in the configuration, or $MODEL_NAME)")
+    add_model_section_options(parser)
     add_config_option(parser)
     add_store_options(parser)
     add_serving_runtime_option(parser)
@@ -60,26 +62,30 @@ def register(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     if not args.data:
         raise SklambdaError("no training data: pass --data PATH_OR_S3_URI or set DATA_URI")
-    config = load_config(args.config).with_overrides(name=args.name or os.environ.get("MODEL_NAME"))
     store = open_store(args)
+    config = model_config(
+        load_config(args.config), store, name=args.name, target=args.target, task=args.task, alias=args.alias
+    )
     deadline = None
     if args.max_seconds is not None:
-        import time
-
         end = time.monotonic() + args.max_seconds
         deadline = lambda: end - time.monotonic()  # noqa: E731
-    context = RunContext(
-        store=store,
-        data_uri=args.data,
-        config=config,
-        alias=args.alias,
-        serving_check=local_self_test(store, args.serving_runtime),
-        limits=Limits(seconds_left=deadline, memory_mb=args.max_memory_mb),
-        lock_seconds=args.lock_seconds,
-        code_version=code_version(),
-    )
     with for_command() as progress:
-        record = run_retrain(replace(context, progress=progress), trigger="cli", by=who("python -m training retrain"))
+        record = run_training(
+            TrainingRun(
+                store=store,
+                data_uri=args.data,
+                config=config,
+                alias=args.alias,
+                serving_check=local_self_test(store, args.serving_runtime),
+                limits=RunLimits(seconds_left=deadline, memory_mb=args.max_memory_mb),
+                lock_seconds=args.lock_seconds,
+                code_version=code_version(),
+                progress=progress,
+            ),
+            trigger="cli",
+            by=who("python -m training retrain"),
+        )
     print(describe(record))
     return 1 if record.status == "failed" else 0
 

@@ -1,15 +1,14 @@
-"""`python -m training runs`: the retrain run history of a model, as a table (or one run in full)."""
+"""`python -m training runs`: the training runs of a model (train, retrain, the Lambda), as a table (or one run
+in full)."""
 
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
 
 from sklambda.runs import RunLog, RunRecord
-from training.commands.common import add_config_option, add_store_options, open_store, print_table
+from training.commands.common import add_config_option, add_model_option, add_store_options, open_model, print_table
 from training.commands.retrain import describe
-from training.config import load_config
 
 COLUMNS = ("run", "trigger", "status", "version", "metric", "challenger", "champion", "rows", "seconds", "reason")
 REASON_WIDTH = 70
@@ -18,12 +17,13 @@ REASON_WIDTH = 70
 def register(commands: Any) -> None:
     parser: argparse.ArgumentParser = commands.add_parser(
         "runs",
-        help="list the retrain runs of a model (newest first), or show one run in full",
-        description="List the retrain runs recorded in the model store, newest first, as a table; with a run id, "
+        help="list the training runs of a model (newest first), or show one run in full",
+        description="List the training runs (train, retrain, the retrain function) recorded in the model store, "
+        "newest first, as a table; with a run id, "
         "show that run's record in full (data, metrics of both models, every gate check, data problems).",
     )
     parser.add_argument("run_id", nargs="?", help="show this run in full")
-    parser.add_argument("--name", help="model name (default: $MODEL_NAME, else model.name in the configuration)")
+    add_model_option(parser)
     add_config_option(parser, "training configuration that names the model")
     parser.add_argument("--limit", type=int, default=20, help="how many runs to list (default: 20)")
     add_store_options(parser)
@@ -31,17 +31,16 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    name = args.name or os.environ.get("MODEL_NAME") or load_config(args.config).model.name
-    store = open_store(args)
+    store, name = open_model(args)
     log = RunLog(store.objects, name)
     if args.run_id:
         print(describe(log.get(args.run_id)))
         return 0
     records = log.list(args.limit)
     if not records:
-        print(f"no retrain runs of {name} in {store.uri}")
+        print(f"no training runs of {name} in {store.uri}")
         return 0
-    print(f"retrain runs of {name} in {store.uri}, newest first")
+    print(f"training runs of {name} in {store.uri}, newest first")
     print_table(COLUMNS, [row(record) for record in records], max_widths={"reason": REASON_WIDTH})
     return 0
 

@@ -13,23 +13,34 @@ Reply: {"model": {"name", "version"}, "predictions": [...], "request_id": "..."}
 
 Checks, cheapest first, each with its status: content type 415; body size 413; nesting depth 400 (before the
 JSON parser sees the body); JSON 400; envelope (one format key, known params) 400; row count 413; then, with a
-model at hand (else 503), the data contract 422 with every problem by row and field.
+model at hand (else 503), the model's row limit 413 (`row_limit`: as many rows as always fit in the body) and the
+data contract 422 with every problem by row and field. Error bodies: sklambda.http.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import orjson
 
-from sklambda.contract import Columns, ContractViolation, RequestValidator, echo
+from sklambda.contract import (
+    MISSING_CATEGORY,
+    Columns,
+    ContractViolation,
+    DataContract,
+    Feature,
+    RequestValidator,
+    echo,
+)
 from sklambda.errors import RequestError
 from sklambda.runtimes import Prediction
 from sklambda.serving import LoadedModel
+from sklambda.settings import ServingSettings
 
 FORMATS = ("instances", "dataframe_split", "dataframe_records")
 PARAMS = {"probabilities": bool}
@@ -40,13 +51,26 @@ _SMALL_BODY = 4096
 _DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
 
+# The longest JSON text of a number the contract admits (finite, within ±1e18) as JSON encoders write it: a float
+# in full precision with an exponent, "-2.2250738585072014e-308".
+_NUMBER_CHARS = 24
+# Room for the envelope around the rows: the format key, brackets and {"params": {"probabilities": false}}.
+_ENVELOPE_BYTES = 128
+# What Lambda returns at most (6 MiB), less room for the headers; the reply's body travels JSON-escaped in it.
+_REPLY_BUDGET_BYTES = 6_291_456 - 16_384
+
+
 @dataclass(frozen=True)
-class Limits:
+class RequestLimits:
     """What one request may hold (ServingSettings: MAX_BODY_BYTES, MAX_JSON_DEPTH, MAX_ROWS)."""
 
-    max_body_bytes: int = 1_048_576
-    max_json_depth: int = 10
-    max_rows: int = 5000
+    max_body_bytes: int
+    max_json_depth: int
+    max_rows: int
+
+    @classmethod
+    def of(cls, settings: ServingSettings) -> RequestLimits:
+        return cls(settings.max_body_bytes, settings.max_json_depth, settings.max_rows)
 
 
 @dataclass(frozen=True)
@@ -84,7 +108,7 @@ def check_content_type(value: str | None) -> None:
             )
 
 
-def request_bytes(body: Any, *, base64_encoded: bool, limits: Limits) -> bytes:
+def request_bytes(body: Any, *, base64_encoded: bool, limits: RequestLimits) -> bytes:
     """The body as bytes, refused when absent, larger than the limit, or not UTF-8-encodable."""
     if body is None or len(body) == 0:
         raise RequestError(400, 'the request has no body; send JSON like {"instances": [{...}]}', kind="NoBody")
@@ -116,7 +140,7 @@ def check_depth(raw: bytes, max_depth: int) -> None:
 
     orjson stops at depth 1024 on its own ("depth limit exceeded"); this bound is ours, configurable, and far
     lower: no valid request is deeper than 4. Brackets inside strings do not count; the scan is vectorised (a
-    1000-row request takes ~0.1 ms, a Python loop over its bytes ~10 ms)."""
+    Python loop over the bytes of a large request would cost more than predicting it)."""
     if len(raw) <= _SMALL_BODY and raw.count(b"[") + raw.count(b"{") <= max_depth:
         return
     if _json_depth(raw) > max_depth:
@@ -163,7 +187,7 @@ def parse_json(raw: bytes) -> Any:
         raise RequestError(400, f"the body is not valid JSON: {error}", kind="InvalidJson") from None
 
 
-def parse_predict_request(raw: bytes, limits: Limits) -> PredictRequest:
+def parse_predict_request(raw: bytes, limits: RequestLimits) -> PredictRequest:
     """Depth, JSON and the envelope: one format key, known params, the row limit. Rows are checked later,
     against the served version's contract (`PredictRequest.columns`)."""
     check_depth(raw, limits.max_json_depth)
@@ -222,6 +246,54 @@ def _row_count(format_key: str, payload: Any) -> int:
     return len(rows) if type(rows) is list else 0
 
 
+def row_limit(contract: DataContract, limits: RequestLimits) -> int:
+    """The most rows a request for this model may hold: MAX_ROWS, or fewer when that many of its widest rows
+    would not fit in the body limit (or their reply in what Lambda may return), so that every request valid
+    under the published schema (GET /openapi.json) is one the server accepts.
+
+    A row is counted at its widest: in `instances` form (names repeated in every row), every number at its
+    longest JSON text, every category at its longest (non-ASCII escaped, as most encoders write it), one space
+    after each ':' and ','. Fields beyond the contract (ALLOW_UNKNOWN_FIELDS) are not counted."""
+    request_row = 2 + sum(len(_json_text(feature.name)) + 4 + _widest_value(feature) for feature in contract.features)
+    fitting_requests = (limits.max_body_bytes - _ENVELOPE_BYTES) // (request_row + 2)
+    fitting_replies = _REPLY_BUDGET_BYTES // _widest_reply_row(contract)
+    return max(1, min(limits.max_rows, fitting_requests, fitting_replies))
+
+
+def check_rows(rows: int, limit: int) -> None:
+    if rows > limit:
+        raise RequestError(
+            413, f"{rows} rows is more than the {limit} this model allows per request", kind="TooManyRows"
+        )
+
+
+def _json_text(value: Any) -> bytes:
+    """The longer of a value's two usual JSON spellings: raw UTF-8, or non-ASCII escaped (12 bytes per emoji)."""
+    escaped = json.dumps(value).encode()
+    raw = orjson.dumps(value)
+    return escaped if len(escaped) >= len(raw) else raw
+
+
+def _widest_value(feature: Feature) -> int:
+    widest = 4 if feature.nullable else 0  # null
+    if feature.kind == "numeric":
+        return max(widest, _NUMBER_CHARS)
+    categories = [category for category in feature.categories or () if category != MISSING_CATEGORY]
+    if feature.value_type == "boolean":
+        return max(widest, 5)
+    if feature.value_type == "number":
+        return max(widest, _NUMBER_CHARS)
+    return max([widest, *(len(_json_text(category)) for category in categories)])
+
+
+def _widest_reply_row(contract: DataContract) -> int:
+    """One row of the reply at its widest, as it travels inside Lambda's JSON response (quotes escaped)."""
+    if contract.task == "regression" or not contract.classes:
+        return _NUMBER_CHARS + 2
+    label = max(2 * len(_json_text(label)) for label in contract.classes)
+    return label + 2 + 2 + len(contract.classes) * (_NUMBER_CHARS + 2) + 2
+
+
 # ------------------------------------------------------------------------------------------ replies
 
 
@@ -242,37 +314,40 @@ def predict_reply(model: LoadedModel, prediction: Prediction, request_id: str, *
     return dumps(reply)
 
 
-def error_reply(error: RequestError | ContractViolation, request_id: str) -> str:
-    body: dict[str, Any] = {"error": str(error), "request_id": request_id}
-    if isinstance(error, ContractViolation):
-        body["problems"] = [problem.model_dump(exclude_none=True) for problem in error.problems]
-        body["problem_count"] = error.total
-    return dumps(body)
-
-
-def model_description(model: LoadedModel, validator: RequestValidator, limits: Limits) -> dict[str, Any]:
-    """GET /model: what a client needs to call the model, and what the version is."""
+def model_description(
+    model: LoadedModel, limits: RequestLimits, *, details: Literal["full", "contract"] = "full"
+) -> dict[str, Any]:
+    """GET /model: what a client needs to call the model, and what the version is. With details="contract" (an
+    API that anyone may call), only the first: no metrics, libraries, code version or training size, and no
+    training ranges in the contract (they describe the training data)."""
     manifest = model.manifest
     contract = manifest.contract.model_dump(mode="json", exclude={"allow_unknown_fields"})
-    contract["allow_unknown_fields"] = validator.allow_unknown_fields
-    return {
+    contract["allow_unknown_fields"] = model.validator.allow_unknown_fields
+    described: dict[str, Any] = {
         "name": manifest.name,
         "version": manifest.version,
         "runtime": model.runtime,
         "task": manifest.task,
         "target": manifest.target,
-        "estimator": manifest.estimator,
-        "created_at": manifest.created_at,
         "classes": manifest.classes,
-        "metric": manifest.metric.model_dump(mode="json"),
-        "metrics": manifest.metrics,
         "contract": contract,
-        "training_rows": manifest.data.rows,
-        "libraries": manifest.libraries,
-        "code_version": manifest.code_version,
         "limits": {
             "max_body_bytes": limits.max_body_bytes,
             "max_json_depth": limits.max_json_depth,
-            "max_rows": limits.max_rows,
+            "max_rows": row_limit(manifest.contract, limits),
         },
+    }
+    if details == "contract":
+        for feature in contract["features"]:
+            feature.pop("minimum", None)
+            feature.pop("maximum", None)
+        return described
+    return described | {
+        "estimator": manifest.estimator,
+        "created_at": manifest.created_at,
+        "metric": manifest.metric.model_dump(mode="json"),
+        "metrics": manifest.metrics,
+        "training_rows": manifest.data.rows,
+        "libraries": manifest.libraries,
+        "code_version": manifest.code_version,
     }

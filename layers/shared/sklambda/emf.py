@@ -1,10 +1,10 @@
 """Powertools Metrics for a hot path: the same CloudWatch EMF documents as Powertools' own provider writes, for
 less time per request. `Metrics(provider=FastEMFProvider())` in a handler; nothing else changes.
 
-Why a subclass: measured in the predict handler (benchmarks/serving.py), Powertools' AmazonCloudWatchEMFProvider
-took ~5 us per `add_metric` (it formats a debug message with the metric's values whether or not debug logging
-is on, and checks the unit against the list of units every time) and ~20 us per flush (stdlib json, then print):
-~40 us of the 100 us the handler may add to a single-row prediction. This keeps Powertools' validation for the
+Why a subclass: in the predict handler, Powertools' AmazonCloudWatchEMFProvider was a large share of the time the
+handler may add to a single-row prediction (benchmarks/serving.py measures it): every `add_metric` formats a debug
+message with the metric's values whether or not debug logging is on and checks the unit against the list of
+units, and every flush goes through stdlib json, then print. This keeps Powertools' validation for the
 first use of each (name, unit, resolution) and for any value that is not a plain int or float, its document
 (serialize_metric_set), its limits (a metric set is written out at MAX_METRICS) and its flush semantics
 (POWERTOOLS_METRICS_DISABLED, the empty-set warning, clearing after a flush). What changes: a metric already
@@ -33,7 +33,7 @@ class FastEMFProvider(AmazonCloudWatchEMFProvider):
         # (name, unit, resolution) as passed -> (Unit, StorageResolution) as Powertools validated and stored them
         self._validated: dict[tuple[str, Any, Any], tuple[str, int]] = {}
         # POWERTOOLS_METRICS_DISABLED / POWERTOOLS_DEV, read once like every other setting (Powertools reads the
-        # environment at every flush: ~3 us).
+        # environment at every flush).
         self._disabled = is_metrics_disabled()
 
     def add_metric(self, name: str, unit: Any, value: float, resolution: Any = 60) -> None:

@@ -1,4 +1,10 @@
-"""Typed errors. Handlers map them to HTTP status codes in one place; the command line prints their message."""
+"""Typed errors. The HTTP functions map them to status codes in one place (sklambda.http); the command line prints
+their message."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 
 class SklambdaError(Exception):
@@ -30,7 +36,12 @@ class VersionRefused(SklambdaError):
 
 
 class ModelUnavailable(SklambdaError):
-    """No model can be served right now (no alias yet, or nothing loadable)."""
+    """No model can be served right now (no alias yet, or nothing loadable). The message has the detail (for
+    logs); `public` says why without anything private (for replies)."""
+
+    def __init__(self, message: str, *, public: str | None = None) -> None:
+        super().__init__(message)
+        self.public = public
 
 
 class StoreUnavailable(SklambdaError):
@@ -45,14 +56,22 @@ class DataError(SklambdaError):
     """Training data cannot be read or does not satisfy what training needs."""
 
 
-class RequestError(SklambdaError):
-    """Something the client sent is wrong; `status` is the HTTP status to answer with (4xx), `kind` names the
-    mistake for metrics (InvalidJson, BodyTooLarge, ...)."""
+class HttpError(SklambdaError):
+    """An answer a route decided on: `status` is the HTTP status, the message is written for the caller (it is
+    the public reply's "error"), `kind` names it for metrics, `details` are further public fields of the body."""
 
-    def __init__(self, status: int, message: str, *, kind: str = "BadRequest") -> None:
+    def __init__(
+        self, status: int, message: str, *, kind: str = "BadRequest", details: Mapping[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.kind = kind
+        self.details = dict(details or {})
+
+
+class RequestError(HttpError):
+    """Something the client sent is wrong (a 4xx); `kind` names the mistake for metrics (InvalidJson,
+    BodyTooLarge, ...)."""
 
 
 class RunSkipped(SklambdaError):

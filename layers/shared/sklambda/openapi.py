@@ -11,10 +11,11 @@ shows the contract's order, with each value typed by its column), and the body s
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from sklambda.api import FORMATS, MEDIA_TYPE, Limits
+from sklambda.api import FORMATS, MEDIA_TYPE, RequestLimits, row_limit
 from sklambda.contract import MAX_MAGNITUDE, MISSING_CATEGORY, DataContract, Feature
+from sklambda.runtimes import RUNTIMES
 from sklambda.serving import LoadedModel
 
 OPENAPI_VERSION = "3.1.0"
@@ -22,21 +23,27 @@ _REF = "#/components/schemas/"
 _CONTRACT = "ContractError"
 
 
-def build_spec(model: LoadedModel | None, limits: Limits) -> dict[str, Any]:
-    """The spec for `model` (a generic one, with any feature names, while no model is loaded)."""
+def build_spec(
+    model: LoadedModel | None, limits: RequestLimits, *, details: Literal["full", "contract"] = "full"
+) -> dict[str, Any]:
+    """The spec for `model` (a generic one, with any feature names, while no model is loaded). Its row limit is
+    the model's (sklambda.api.row_limit), the one the server enforces. details="contract": no training ranges."""
     if model is None:
         title, version, classes, task = "sklambda prediction API (no model loaded)", "0", None, None
+        max_rows = limits.max_rows
         instance = _any_instance()
-        split = _any_split(limits)
+        split = _any_split(max_rows)
         allow_unknown = True
     else:
         contract = model.manifest.contract
         title = f"{model.name} prediction API (sklambda)"
         version, classes, task = str(model.version), model.manifest.classes, contract.task
+        max_rows = row_limit(contract, limits)
         allow_unknown = model.validator.allow_unknown_fields
-        instance = _instance(contract, allow_unknown)
-        split = _split(contract, allow_unknown, limits)
-    records = {"type": "array", "items": {"$ref": _REF + "Instance"}, "minItems": 1, "maxItems": limits.max_rows}
+        ranges = details == "full"
+        instance = _instance(contract, allow_unknown, ranges)
+        split = _split(contract, allow_unknown, max_rows, ranges)
+    records = {"type": "array", "items": {"$ref": _REF + "Instance"}, "minItems": 1, "maxItems": max_rows}
     schemas: dict[str, Any] = {
         "Instance": instance,
         "Records": records,
@@ -65,11 +72,11 @@ def build_spec(model: LoadedModel | None, limits: Limits) -> dict[str, Any]:
         "Error": _error(),
         "ContractError": _contract_error(),
         "Health": _health(),
-        "ModelDescription": _model_description(),
+        "ModelDescription": _model_description(details),
     }
     return {
         "openapi": OPENAPI_VERSION,
-        "info": {"title": title, "version": version, "description": _description(limits, allow_unknown)},
+        "info": {"title": title, "version": version, "description": _description(limits, max_rows, allow_unknown)},
         "paths": {
             "/predict": {
                 "post": {
@@ -79,9 +86,7 @@ def build_spec(model: LoadedModel | None, limits: Limits) -> dict[str, Any]:
                     "responses": {
                         "200": _json("the predictions, with the model version that made them", "PredictReply"),
                         "400": _json("malformed JSON, nesting too deep, or not one of the request formats", "Error"),
-                        "413": _json(
-                            f"body over {limits.max_body_bytes} bytes or more than {limits.max_rows} rows", "Error"
-                        ),
+                        "413": _json(f"body over {limits.max_body_bytes} bytes or more than {max_rows} rows", "Error"),
                         "415": _json(f"Content-Type is not {MEDIA_TYPE} (UTF-8)", "Error"),
                         "422": _json("rows that break the data contract: every problem by row and field", _CONTRACT),
                         "503": _json("no model can be served yet", "Error"),
@@ -122,13 +127,14 @@ def build_spec(model: LoadedModel | None, limits: Limits) -> dict[str, Any]:
     }
 
 
-def _description(limits: Limits, allow_unknown: bool) -> str:
-    unknown = "are ignored" if allow_unknown else "are refused (422)"
+def _description(limits: RequestLimits, max_rows: int, allow_unknown: bool) -> str:
+    unknown = "are ignored (and count against the body limit)" if allow_unknown else "are refused (422)"
     return (
         "Send exactly one of `instances` or `dataframe_records` (a list of {feature: value} objects) or "
         "`dataframe_split` ({columns, data}; columns in any order, shown here in the contract's order), and "
         "optionally `params`. Fields not in the contract "
-        f"{unknown}. Limits: {limits.max_body_bytes} bytes of body (413), {limits.max_rows} rows (413), "
+        f"{unknown}. Limits: {limits.max_body_bytes} bytes of body (413), {max_rows} rows (413; as many of this "
+        "model's widest rows as fit in the body), "
         f"JSON nested at most {limits.max_json_depth} levels (400). Numbers must be finite and within ±1e18; "
         "no string or boolean is read as a number."
     )
@@ -151,15 +157,16 @@ def _envelope(key: str, payload: str) -> dict[str, Any]:
     }
 
 
-def value_schema(feature: Feature) -> dict[str, Any]:
-    """What a client may send for one feature: JSON type, categories, null where training had nulls."""
+def value_schema(feature: Feature, ranges: bool = True) -> dict[str, Any]:
+    """What a client may send for one feature: JSON type, categories, null where training had nulls; with
+    `ranges`, the numbers' training range in the description."""
     if feature.kind == "numeric":
         schema: dict[str, Any] = {
             "type": ["number", "null"] if feature.nullable else "number",
             "minimum": -MAX_MAGNITUDE,
             "maximum": MAX_MAGNITUDE,
         }
-        if feature.minimum is not None and feature.maximum is not None:
+        if ranges and feature.minimum is not None and feature.maximum is not None:
             schema["description"] = f"seen in training: {feature.minimum:g} to {feature.maximum:g}"
         return schema
     categories: list[Any] = [
@@ -181,19 +188,20 @@ def _category_value(feature: Feature, category: str) -> Any:
     return category
 
 
-def _instance(contract: DataContract, allow_unknown: bool) -> dict[str, Any]:
+def _instance(contract: DataContract, allow_unknown: bool, ranges: bool) -> dict[str, Any]:
     return {
         "type": "object",
-        "properties": {feature.name: value_schema(feature) for feature in contract.features},
+        "properties": {feature.name: value_schema(feature, ranges) for feature in contract.features},
         "required": contract.names,
         "additionalProperties": allow_unknown,
     }
 
 
-def _split(contract: DataContract, allow_unknown: bool, limits: Limits) -> dict[str, Any]:
+def _split(contract: DataContract, allow_unknown: bool, max_rows: int, ranges: bool) -> dict[str, Any]:
     width = len(contract.features)
     columns: dict[str, Any] = {"type": "array", "prefixItems": [{"const": name} for name in contract.names]}
-    row: dict[str, Any] = {"type": "array", "prefixItems": [value_schema(feature) for feature in contract.features]}
+    values = [value_schema(feature, ranges) for feature in contract.features]
+    row: dict[str, Any] = {"type": "array", "prefixItems": values}
     if allow_unknown:
         columns.update(items={"type": "string", "not": {"enum": contract.names}}, minItems=width, uniqueItems=True)
         row.update(minItems=width)
@@ -204,7 +212,7 @@ def _split(contract: DataContract, allow_unknown: bool, limits: Limits) -> dict[
         "type": "object",
         "properties": {
             "columns": columns,
-            "data": {"type": "array", "items": row, "minItems": 1, "maxItems": limits.max_rows},
+            "data": {"type": "array", "items": row, "minItems": 1, "maxItems": max_rows},
             "index": {"type": "array", "description": "accepted and ignored (pandas' orient='split' sends it)"},
         },
         "required": ["columns", "data"],
@@ -221,12 +229,12 @@ def _any_instance() -> dict[str, Any]:
     return {"type": "object", "additionalProperties": _scalar()}
 
 
-def _any_split(limits: Limits) -> dict[str, Any]:
+def _any_split(max_rows: int) -> dict[str, Any]:
     return {
         "type": "object",
         "properties": {
             "columns": {"type": "array", "items": {"type": "string"}, "uniqueItems": True},
-            "data": {"type": "array", "items": {"type": "array", "items": _scalar()}, "maxItems": limits.max_rows},
+            "data": {"type": "array", "items": {"type": "array", "items": _scalar()}, "maxItems": max_rows},
             "index": {"type": "array"},
         },
         "required": ["columns", "data"],
@@ -299,7 +307,7 @@ def _health() -> dict[str, Any]:
         "properties": {
             "name": {"type": "string"},
             "version": {"type": "integer", "minimum": 1},
-            "runtime": {"enum": ["onnx", "sklearn"]},
+            "runtime": {"enum": list(RUNTIMES)},
         },
         "required": ["name", "version", "runtime"],
         "additionalProperties": False,
@@ -319,15 +327,16 @@ def _health() -> dict[str, Any]:
     }
 
 
-def _model_description() -> dict[str, Any]:
-    keys = ["name", "version", "runtime", "task", "target", "estimator", "created_at", "classes", "metric"]
-    keys += ["metrics", "contract", "training_rows", "libraries", "code_version", "limits"]
+def _model_description(details: Literal["full", "contract"]) -> dict[str, Any]:
+    keys = ["name", "version", "runtime", "task", "target", "classes", "contract", "limits"]
+    if details == "full":
+        keys += ["estimator", "created_at", "metric", "metrics", "training_rows", "libraries", "code_version"]
     return {
         "type": "object",
         "properties": {
             "name": {"type": "string"},
             "version": {"type": "integer", "minimum": 1},
-            "runtime": {"enum": ["onnx", "sklearn"]},
+            "runtime": {"enum": list(RUNTIMES)},
             "task": {"enum": ["classification", "regression"]},
             "classes": {"type": ["array", "null"]},
             "metrics": {"type": "object", "additionalProperties": {"type": "number"}},

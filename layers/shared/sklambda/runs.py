@@ -1,4 +1,4 @@
-"""Retrain runs: a lock with expiry so that one training runs at a time, and a record of every run.
+"""Training runs: a lock with expiry so that one training runs at a time, and a record of every run.
 
 Both live in the model store next to the model's versions, written through the ObjectStore interface, so the
 local folder and S3 behave alike:
@@ -27,8 +27,10 @@ from sklambda.manifest import canonical_json, utc_now
 from sklambda.objects import ObjectStore
 from sklambda.store import check_name
 
-RunStatus = Literal["queued", "running", "promoted", "rejected", "failed"]
-FINISHED: frozenset[str] = frozenset({"promoted", "rejected", "failed"})
+# promoted: passed the gate, the alias moved; passed: passed the gate, promotion not requested; rejected: failed
+# the gate (or the alias moved meanwhile); skipped: nothing new to train (see training.pipeline.nothing_new).
+RunStatus = Literal["queued", "running", "promoted", "passed", "rejected", "skipped", "failed"]
+FINISHED: frozenset[str] = frozenset({"promoted", "passed", "rejected", "skipped", "failed"})
 RUN_ID_PATTERN = re.compile(r"^\d{8}T\d{9}Z-[0-9a-f]{8}$")
 
 Clock = Callable[[], float]
@@ -108,8 +110,8 @@ def run_reply(record: RunRecord) -> dict[str, Any]:
 def score_metrics(record: RunRecord) -> dict[str, float]:
     """The primary metric's held-out scores a finished run measured, as metrics to chart over time:
     ChallengerScore (the version this run trained) and ChampionScore (the version holding the alias after the run,
-    scored on the same rows). A run that failed, or whose metric is missing, measured none."""
-    if record.status not in {"promoted", "rejected"} or record.metric is None:
+    scored on the same rows). A run that failed or was skipped, or whose metric is missing, measured none."""
+    if record.status not in {"promoted", "passed", "rejected"} or record.metric is None:
         return {}
     scores: dict[str, float] = {}
     challenger = (record.metrics or {}).get(record.metric)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from sklambda import metric_names
 from sklambda.contract import MAX_PROBLEMS_REPORTED, Columns, ContractViolation, Problem, RequestValidator
 from sklambda.errors import IntegrityError, ModelUnavailable, NotFound, StoreUnavailable, VersionRefused
 from sklambda.manifest import Manifest
@@ -76,12 +77,12 @@ def load_version(
         raise VersionRefused(f"{manifest.name} v{manifest.version} cannot be served by the {runtime} runtime: {detail}")
     artifact = store.artifact(manifest, ARTIFACTS[runtime])
     predictor = load_predictor(runtime, artifact, manifest.contract)
-    self_test(predictor, manifest)
+    check_parity(predictor, manifest)
     validator = RequestValidator(manifest.contract, allow_unknown_fields=allow_unknown_fields)
     return LoadedModel(manifest, runtime, predictor, time.perf_counter() - started, validator)
 
 
-def self_test(predictor: Predictor, manifest: Manifest) -> None:
+def check_parity(predictor: Predictor, manifest: Manifest) -> None:
     """Re-predict the golden rows through the real serving path and compare with the pipeline's outputs:
     classes must agree exactly, probabilities within PROBABILITY_TOLERANCE, regression values within
     REGRESSION_RTOL/ATOL. Raises VersionRefused otherwise."""
@@ -154,6 +155,14 @@ def labels_to_json(labels: np.ndarray) -> list[Any]:
     return [label.item() if isinstance(label, np.generic) else label for label in labels.tolist()]
 
 
+# Why a version was refused, said without its detail (the log has it).
+_PUBLIC_REFUSALS: dict[type[Exception], str] = {
+    IntegrityError: "its files do not match their checksums (see the logs)",
+    VersionRefused: "this runtime cannot serve it, or it failed its self-test (see the logs)",
+    NotFound: "some of its files are missing (see the logs)",
+}
+
+
 def _ignore_event(name: str, **details: Any) -> None:
     """Default event sink: the handlers pass one that emits metrics."""
 
@@ -178,7 +187,9 @@ class ModelCache:
     # Why the last refresh did not leave the alias's version serving: the store failed, or the version it
     # names was refused (kept until the alias moves again).
     _store_problem: str | None = field(default=None, init=False)
+    _public_store_problem: str | None = field(default=None, init=False)
     _refused: str | None = field(default=None, init=False)
+    _public_refused: str | None = field(default=None, init=False)
 
     @property
     def loaded(self) -> LoadedModel | None:
@@ -186,7 +197,15 @@ class ModelCache:
 
     @property
     def problem(self) -> str | None:
+        """Why the alias's version is not the one serving, in detail (store location, S3 error): for logs."""
         return self._store_problem or self._refused
+
+    @property
+    def public_problem(self) -> str | None:
+        """The same, said without anything private, for public replies (GET /health)."""
+        if self._store_problem is not None:
+            return self._public_store_problem
+        return self._public_refused
 
     def get(self) -> LoadedModel:
         now = self.clock()
@@ -194,7 +213,7 @@ class ModelCache:
             self._next_check = now + self.refresh_seconds
             self._refresh()
         if self._model is None:
-            raise ModelUnavailable(self.problem or "no model loaded yet")
+            raise ModelUnavailable(self.problem or "no model loaded yet", public=self.public_problem)
         return self._model
 
     def recheck(self) -> None:
@@ -211,6 +230,7 @@ class ModelCache:
         try:
             state = self.store.alias_if_changed(self.name, self.alias, self._alias_etag)
         except NotFound:
+            self._public_store_problem = f"model {self.name!r} has no {self.alias!r} alias yet: train one"
             self._store_problem = f"model {self.name!r} has no {self.alias!r} alias yet in {self.store.uri}: train one"
             return
         except StoreUnavailable as error:
@@ -218,14 +238,15 @@ class ModelCache:
             return
         except ValueError as error:  # an alias object that does not parse (pydantic ValidationError)
             self._store_problem = f"the {self.alias!r} alias of {self.name!r} is unreadable: {error}"
-            self.on_event("ModelLoadRefused", error=self._store_problem)
+            self._public_store_problem = f"the {self.alias!r} alias of {self.name!r} is unreadable; see the logs"
+            self.on_event(metric_names.MODEL_LOAD_REFUSED, error=self._store_problem)
             return
-        self._store_problem = None
+        self._store_problem = self._public_store_problem = None
         if state is None:
             return
         if self._model is not None and state.record.version == self._model.version:
             self._alias_etag = state.etag
-            self._refused = None
+            self._refused = self._public_refused = None
             return
         try:
             manifest = self.store.manifest(self.name, state.record.version)
@@ -238,17 +259,19 @@ class ModelCache:
             # Permanent for this alias state: remember the etag, keep serving the last good model.
             self._alias_etag = state.etag
             self._refused = f"refused {self.name} v{state.record.version}: {error}"
+            self._public_refused = f"refused {self.name} v{state.record.version}: {_PUBLIC_REFUSALS[type(error)]}"
             logger.error("refused to load %s v%s: %s", self.name, state.record.version, error)
-            self.on_event("ModelLoadRefused", version=state.record.version, error=str(error))
+            self.on_event(metric_names.MODEL_LOAD_REFUSED, version=state.record.version, error=str(error))
             return
         self._alias_etag = state.etag
         self._model = model
-        self._refused = None
+        self._refused = self._public_refused = None
         logger.info("serving %s v%s (%s, loaded in %.3f s)", self.name, model.version, self.runtime, model.load_seconds)
-        self.on_event("ModelLoaded", version=model.version, seconds=model.load_seconds)
+        self.on_event(metric_names.MODEL_LOADED, version=model.version, seconds=model.load_seconds)
 
     def _store_failed(self, error: StoreUnavailable) -> None:
         self._store_problem = f"the model store is unavailable: {error}"
-        self.on_event("StoreUnavailable", error=str(error))
+        self._public_store_problem = "the model store is unavailable; retrying"
+        self.on_event(metric_names.STORE_UNAVAILABLE, error=str(error))
         if self._model is not None:
-            self.on_event("ServingLastGoodModel", version=self._model.version)
+            self.on_event(metric_names.SERVING_LAST_GOOD_MODEL, version=self._model.version)

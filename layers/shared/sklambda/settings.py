@@ -7,14 +7,26 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from sklambda.errors import ConfigError
 from sklambda.runtimes import RuntimeName
 
+# Every default is written here once; the command line and the training package read these names.
 DEFAULT_LOCAL_STORE = "model-store"
+DEFAULT_ALIAS = "champion"
+DEFAULT_SERVING_RUNTIME: RuntimeName = "onnx"
+# Longer than the retrain function's 900 s timeout: a lock outlives any run that still holds it.
+DEFAULT_RETRAIN_LOCK_SECONDS = 960.0
+# The largest POST /predict body: API Gateway passes the body to Lambda inside a JSON event, where every quote and
+# backslash is escaped (up to twice the bytes), and Lambda takes at most 6 MiB (6,291,456 bytes) per invocation:
+# 3,000,000 bytes of body leave room for the doubling and for the headers.
+MAX_BODY_BYTES_CEILING = 3_000_000
+
+# An empty variable means unset: the template and `make serve` pass "" to switch a feature off.
+_EmptyIsUnset = Annotated[str | None, BeforeValidator(lambda value: value or None)]
 
 
 class _FromEnv(BaseModel):
@@ -38,21 +50,26 @@ class StoreSettings(_FromEnv):
     model_store_uri: str = Field(default=DEFAULT_LOCAL_STORE, min_length=1)
     # Which model to serve or retrain; optional on a laptop when the store holds a single model.
     model_name: str | None = Field(default=None, min_length=1)
-    model_alias: str = Field(default="champion", min_length=1)
+    model_alias: str = Field(default=DEFAULT_ALIAS, min_length=1)
 
 
 class ServingSettings(StoreSettings):
-    serving_runtime: RuntimeName = "onnx"
+    serving_runtime: RuntimeName = DEFAULT_SERVING_RUNTIME
     # How often a warm container re-reads the alias (a conditional GET that costs one round trip).
     alias_refresh_seconds: float = Field(default=30.0, ge=0)
     # Unset: the contract decides (stored with the version at training; strict by default). true/false
     # overrides it for this deployment.
     allow_unknown_fields: bool | None = None
-    # What one POST /predict may hold: bytes of body (API Gateway allows 10 MB, Lambda 6 MB), JSON nesting
-    # (no valid request is deeper than 4), rows.
-    max_body_bytes: int = Field(default=1_048_576, ge=1024, le=6_291_456)
+    # What one POST /predict may hold: bytes of body (see MAX_BODY_BYTES_CEILING), JSON nesting (no valid
+    # request is deeper than 4), rows. A wide model gets fewer rows than max_rows: as many as always fit in the
+    # body (sklambda.api.row_limit), which GET /openapi.json publishes.
+    max_body_bytes: int = Field(default=MAX_BODY_BYTES_CEILING, ge=1024, le=MAX_BODY_BYTES_CEILING)
     max_json_depth: int = Field(default=10, ge=4, le=512)
     max_rows: int = Field(default=5000, ge=1)
+    # What GET /model and GET /openapi.json tell callers: "full" (metrics, libraries, code version, the training
+    # ranges of the numbers), or "contract" (what a caller needs to send valid rows, and no more). The template
+    # sets "full" only when the prediction routes require an API key.
+    model_details: Literal["full", "contract"] = "full"
 
     @field_validator("allow_unknown_fields", mode="before")
     @classmethod
@@ -86,28 +103,24 @@ class RetrainSettings(StoreSettings):
     training_config: str | None = None
     # The deployed predict function, asked to load and self-test a candidate before it is promoted. When
     # unset (laptop, tests), the serving runtime below runs the self-test in this process.
-    predict_function_name: str | None = None
-    serving_runtime: RuntimeName = "onnx"
+    predict_function_name: _EmptyIsUnset = None
+    serving_runtime: RuntimeName = DEFAULT_SERVING_RUNTIME
     # SNS topic that hears every run's outcome (promoted / rejected / failed); unset: no notification.
     retrain_topic_arn: str | None = None
     # How long a run's lock lasts if the run dies without handing it back (longer than the function timeout).
-    retrain_lock_seconds: float = Field(default=960.0, gt=0)
+    retrain_lock_seconds: float = Field(default=DEFAULT_RETRAIN_LOCK_SECONDS, gt=0)
 
-    @field_validator("predict_function_name", "training_config", "retrain_topic_arn", mode="before")
+    @field_validator("training_config", "retrain_topic_arn", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return value or None
-
-
-# An empty variable means unset: the template and `make serve` pass "" to switch a feature off.
-_EmptyIsUnset = Annotated[str | None, BeforeValidator(lambda value: value or None)]
 
 
 class AdminSettings(StoreSettings):
     # The deployed predict function, asked to load and self-test a version before an alias may point at it.
     # When unset (laptop, local API), the serving runtime below runs the self-test in this process.
     predict_function_name: _EmptyIsUnset = None
-    serving_runtime: RuntimeName = "onnx"
+    serving_runtime: RuntimeName = DEFAULT_SERVING_RUNTIME
 
 
 class RetentionSettings(_FromEnv):
@@ -115,6 +128,18 @@ class RetentionSettings(_FromEnv):
 
     retention_keep_last: int = Field(default=10, ge=1)
     retention_keep_days: float = Field(default=30.0, ge=0)
+
+
+class CliSettings(RetentionSettings, StoreSettings):
+    """The command line's environment (`python -m training`), read once per command: the defaults of its options."""
+
+    # Training data (--data) and the training configuration (--config).
+    data_uri: _EmptyIsUnset = None
+    training_config: _EmptyIsUnset = None
+    # The runtime, or the deployed predict function, that self-tests a version before an alias may point at it.
+    serving_runtime: RuntimeName = DEFAULT_SERVING_RUNTIME
+    predict_function_name: _EmptyIsUnset = None
+    log_level: str = "INFO"
 
 
 class CaptureSettings(_FromEnv):

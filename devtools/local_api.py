@@ -11,9 +11,10 @@ It also serves the Lambda Invoke API on a second port, as `sam local start-lambd
 (`InvocationType=Event` or `RequestResponse`) reaches the local function. The functions' boto3 finds it through
 AWS_ENDPOINT_URL_LAMBDA, which is set for them (with placeholder credentials when the host has none).
 
-Written against aws-sam-cli 1.170.0. Where samcli classes are used, the comment names them; private ones are marked.
+Every samcli name it uses comes through devtools/samcli_adapter.py (SAM CLI has no public Python API); a LocalApi
+checks there first that the installed SAM CLI has them. `make serve` runs it through devtools/serve.py.
 
-    python -m functions.local_api --template template.yaml --port 3000 --env MODEL_BUCKET=local-models
+    python -m devtools.local_api --template template.yaml --port 3000 --env MODEL_STORE_URI=model-store
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -44,19 +45,25 @@ from pathlib import Path
 from types import FrameType, ModuleType, TracebackType
 from typing import Any, Self
 
-from samcli.commands.local.cli_common.invoke_context import InvokeContext
-from samcli.commands.local.lib.exceptions import NoApisDefined
-from samcli.commands.local.lib.local_api_service import LocalApiService
-from samcli.commands.local.lib.local_lambda import LocalLambdaRunner
-from samcli.lib.intrinsic_resolver.intrinsics_symbol_table import IntrinsicsSymbolTable
-from samcli.lib.providers.api_provider import ApiProvider
-from samcli.lib.providers.sam_function_provider import SamFunctionProvider
-from samcli.lib.providers.sam_stack_provider import SamLocalStackProvider
-from samcli.lib.utils.codeuri import resolve_code_path
-from samcli.local.apigw.local_apigw_service import LocalApigwService
-from samcli.local.lambda_service.local_lambda_http_service import LocalLambdaHttpService
-from samcli.local.lambdafn.env_vars import EnvironmentVariables
 from werkzeug.serving import BaseWSGIServer, make_server
+
+from devtools.samcli_adapter import (
+    ApiProvider,
+    IntrinsicsSymbolTable,
+    LocalApigwService,
+    LocalLambdaHttpService,
+    LocalLambdaRunner,
+    NoApisDefined,
+    SamFunctionProvider,
+    SamLocalStackProvider,
+    check_compatible,
+    env_vars_values,
+    flask_app,
+    placeholder_credentials,
+    resolve_code_path,
+    route_lines,
+    stop_event_invocations,
+)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 3000  # the port `sam local start-api` uses
@@ -64,11 +71,8 @@ DEFAULT_LAMBDA_PORT = 3001  # the port `sam local start-lambda` uses
 # For the functions' boto3 when the host has no credentials: the local Lambda service does not check signatures.
 _LOCAL_LAMBDA_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local-lambda", "AWS_SECRET_ACCESS_KEY": "local-lambda"}
 
-# samcli's placeholder credentials (EnvironmentVariables._DEFAULT_AWS_CREDS, samcli 1.170.0), used when it found none.
-_PLACEHOLDER_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": EnvironmentVariables._DEFAULT_AWS_CREDS["key"],
-    "AWS_SECRET_ACCESS_KEY": EnvironmentVariables._DEFAULT_AWS_CREDS["secret"],
-}
+# samcli's placeholder credentials, used when it found none.
+_PLACEHOLDER_CREDENTIALS = placeholder_credentials()
 
 
 class LambdaTimeoutError(Exception):
@@ -356,6 +360,7 @@ class LocalApi:
         env_vars_file: str | os.PathLike[str] | None = None,
         parameter_overrides: Mapping[str, Any] | None = None,
     ) -> None:
+        check_compatible()  # a clear message now rather than an AttributeError inside a server thread
         self.template_path = Path(template_path).resolve()
         self.host = host
         self.port = port
@@ -371,14 +376,12 @@ class LocalApi:
             str(self.template_path), parameter_overrides=parameters, global_parameter_overrides={"AWS::Region": region}
         )
         self.api = ApiProvider(stacks, cwd=str(template_dir)).api
-        # InvokeContext._get_env_vars_value (private, samcli 1.170.0) reads `--env-vars` files: JSON or .env.
-        env_vars_values = InvokeContext._get_env_vars_value(str(env_vars_file) if env_vars_file else None)
         self.runner = InProcessLambdaRunner(
             SamFunctionProvider(stacks),
             template_dir,
             region=region,
             account_id=pseudo_parameters["AWS::AccountId"],
-            env_vars_values=env_vars_values,
+            env_vars_values=env_vars_values(str(env_vars_file) if env_vars_file else None),
             env_overrides=env_overrides,
         )
         self._servers: list[tuple[BaseWSGIServer, threading.Thread]] = []
@@ -415,22 +418,19 @@ class LocalApi:
             self._lambda_service = LocalLambdaHttpService(
                 lambda_runner=self.runner, port=self.lambda_port, host=self.host
             )
-            self._lambda_service.create()
-            self.lambda_port = self._serve(self._lambda_service._app, self.lambda_port, "local-lambda")
+            self.lambda_port = self._serve(flask_app(self._lambda_service), self.lambda_port, "local-lambda")
             self.runner.env_overrides.setdefault("AWS_ENDPOINT_URL_LAMBDA", self.lambda_url)
             if not _host_has_credentials():
                 for name, value in _LOCAL_LAMBDA_CREDENTIALS.items():
                     self.runner.env_overrides.setdefault(name, value)
         service = LocalApigwService(api=self.api, lambda_runner=self.runner, port=self.port, host=self.host)
-        service.create()
-        app = _TextBodiesAsApiGateway(service._app, self.api.binary_media_types)
+        app = _TextBodiesAsApiGateway(flask_app(service), self.api.binary_media_types)
         self.port = self._serve(app, self.port, "local-api")
         return self
 
     def _serve(self, app: Any, port: int, name: str) -> int:
-        """Serve a samcli service's Flask app (built by its create(), the private `_app`) on a werkzeug server in a
-        thread; returns the port. BaseLocalService.run() would block and install a SIGTERM handler, which only the
-        main thread may do. Threaded as run() chooses."""
+        """Serve a samcli service's Flask app on a werkzeug server in a thread; returns the port. (samcli's own
+        run() would block and install a SIGTERM handler, which only the main thread may do.)"""
         server = make_server(self.host, port, app, threaded=not self.runner.is_debugging())
         # A short poll interval: shutdown() waits for the serving loop's next poll, and tests stop servers often.
         thread = threading.Thread(
@@ -447,7 +447,7 @@ class LocalApi:
             thread.join()
         self._servers.clear()
         if self._lambda_service is not None:
-            self._lambda_service.executor.shutdown(wait=True)  # Event invocations still running finish first
+            stop_event_invocations(self._lambda_service)  # Event invocations still running finish first
             self._lambda_service = None
         self.runner.close()
 
@@ -595,7 +595,7 @@ def _key_value(text: str) -> tuple[str, str]:
 
 def _argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m functions.local_api",
+        prog="python -m devtools.local_api",
         description=(
             "Serve the API routes of a SAM template like `sam local start-api`, but run the Lambda handlers "
             "in this Python process (no Docker). Handlers are imported on their first request and stay warm."
@@ -646,8 +646,6 @@ def _argument_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = _argument_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("werkzeug").setLevel(logging.INFO)  # one access line per request, as sam prints
     api = LocalApi(
         arguments.template,
         host=arguments.host,
@@ -657,18 +655,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         env_vars_file=arguments.env_vars,
         parameter_overrides=dict(arguments.parameter_overrides),
     )
+    return serve_until_stopped(api)
+
+
+def serve_until_stopped(api: LocalApi, announce: Callable[[LocalApi], str] | None = None) -> int:
+    """Serve until Ctrl-C or SIGTERM, printing the routes as `sam local start-api` does, then `announce(api)`
+    (written once the ports are known)."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("werkzeug").setLevel(logging.INFO)  # one access line per request, as sam prints
 
     def stop_on_sigterm(_signal_number: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     with api:
-        # LocalApiService._print_routes (samcli 1.170.0) formats the "Mounting ..." lines sam prints.
-        for line in LocalApiService._print_routes(api.api.routes, api.host, api.port):
+        for line in route_lines(api.api.routes, api.host, api.port):
             print(line)
         if api.lambda_port:
             print(f"Lambda Invoke API at {api.lambda_url} (the functions' AWS_ENDPOINT_URL_LAMBDA)")
         print(f"Serving {api.template_path.name} at {api.url} (handlers run in-process). Press Ctrl-C to stop.")
+        if announce is not None:
+            print(announce(api))
+        sys.stdout.flush()
         try:
             threading.Event().wait()
         except KeyboardInterrupt:

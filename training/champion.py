@@ -1,0 +1,145 @@
+"""The champion a run compares with: the version its alias named when the run started, and that version's
+outputs on rows of the new table.
+
+The champion is scored as it is served: through its ONNX model when the version has one, so a run unpickles
+nothing it did not write itself. Only a version stored for the scikit-learn runtime alone (its pipeline did not
+convert) is loaded from its joblib artifact, after the store has checked that artifact's checksum.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sklambda.contract import encode_frame
+from sklambda.errors import SklambdaError
+from sklambda.manifest import Manifest
+from sklambda.runtimes import ARTIFACTS, Prediction, Predictor, RuntimeName, load_predictor
+from sklambda.store import AliasState, ModelStore
+
+
+@dataclass
+class Champion:
+    manifest: Manifest
+    # The alias as read at the start of the run: the promotion swaps it only if it is still this.
+    state: AliasState
+    store: ModelStore
+    _scorer: _Scorer | None = field(default=None, init=False, repr=False)
+    # The outputs scored so far in this run, and the index of the rows they are for.
+    _scored: Outputs | None = field(default=None, init=False, repr=False)
+    _scored_index: pd.Index = field(default_factory=lambda: pd.Index([]), init=False, repr=False)
+
+    @classmethod
+    def of(cls, store: ModelStore, name: str, alias: str) -> Champion | None:
+        state = store.alias(name, alias)
+        if state is None:
+            return None
+        return cls(store.manifest(name, state.record.version), state, store)
+
+    @property
+    def version(self) -> int:
+        return self.manifest.version
+
+    @property
+    def runtime(self) -> RuntimeName:
+        """The runtime the champion is scored with: the serving default when it can, else scikit-learn."""
+        onnx = self.manifest.runtimes.get("onnx")
+        return "onnx" if onnx is not None and onnx.supported else "sklearn"
+
+    def outputs(self, rows: pd.DataFrame) -> Outputs:
+        """The champion's outputs on `rows`: rows of the run's table (encoded here with the champion's contract),
+        known by their index. Each row is scored once per run: validation scores a sample of the table, the gate
+        the held-out rows, and the rows both need are not scored again."""
+        if self._scorer is None:
+            self._scorer = _Scorer(self.store, self.manifest, self.runtime)
+        if not rows.index.is_unique:
+            return self._scorer.outputs(rows)
+        if self._scored is None:
+            self._scored, self._scored_index = self._scorer.outputs(rows), rows.index
+            return self._scored
+        new = self._scored_index.get_indexer(rows.index) < 0
+        if new.any():
+            self._scored = self._scored.extend(self._scorer.outputs(rows[new]))
+            self._scored_index = self._scored_index.append(rows.index[new])
+        return self._scored.take(self._scored_index.get_indexer(rows.index))
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """A model's outputs on fixed rows, behind the methods training.evaluate.evaluate calls on a pipeline (it asks
+    for predict and predict_proba separately; the model ran once)."""
+
+    prediction: Prediction
+    classes_: np.ndarray | None
+
+    def predict(self, _rows: Any) -> np.ndarray:
+        return self.prediction.labels
+
+    @property
+    def predict_proba(self) -> Callable[[Any], np.ndarray]:
+        """Absent (hasattr is False) for a model without probabilities, as on a pipeline."""
+        probabilities = self.prediction.probabilities
+        if probabilities is None:
+            raise AttributeError("predict_proba")
+        return lambda _rows: probabilities
+
+    def extend(self, more: Outputs) -> Outputs:
+        """These outputs followed by `more` (of the same model)."""
+        probabilities = self.prediction.probabilities
+        more_probabilities = more.prediction.probabilities
+        return Outputs(
+            Prediction(
+                labels=np.concatenate([self.prediction.labels, more.prediction.labels]),
+                probabilities=None
+                if probabilities is None or more_probabilities is None
+                else np.vstack([probabilities, more_probabilities]),
+            ),
+            self.classes_,
+        )
+
+    def take(self, positions: np.ndarray) -> Outputs:
+        """The outputs of the rows at `positions` (of the rows these outputs are for)."""
+        probabilities = self.prediction.probabilities
+        return Outputs(
+            Prediction(
+                labels=self.prediction.labels[positions],
+                probabilities=None if probabilities is None else probabilities[positions],
+            ),
+            self.classes_,
+        )
+
+
+class _Scorer:
+    def __init__(self, store: ModelStore, manifest: Manifest, runtime: RuntimeName) -> None:
+        self.manifest = manifest
+        # Checksum first (store.artifact), then the runtime; either refuses a bad artifact with VersionRefused.
+        self.predictor: Predictor = load_predictor(
+            runtime, store.artifact(manifest, ARTIFACTS[runtime]), manifest.contract
+        )
+        self.classes = np.asarray(manifest.classes, dtype=object) if manifest.classes is not None else None
+
+    def outputs(self, rows: pd.DataFrame) -> Outputs:
+        contract = self.manifest.contract
+        encoded = encode_frame(rows, contract)
+        columns = {
+            feature.name: (
+                encoded[feature.name].to_numpy(np.float32)
+                if feature.kind == "numeric"
+                else encoded[feature.name].to_numpy(object)
+            ).reshape(-1, 1)
+            for feature in contract.features
+        }
+        try:
+            prediction = self.predictor.predict(columns)
+        except Exception as error:  # the runtime's own error types
+            raise SklambdaError(
+                f"champion v{self.manifest.version} cannot score the new rows: {type(error).__name__}: {error}"
+            ) from error
+        labels = np.asarray(prediction.labels).ravel()
+        if self.classes is not None and labels.dtype.kind in "USO":
+            labels = labels.astype(object)
+        return Outputs(Prediction(labels=labels, probabilities=prediction.probabilities), self.classes)
