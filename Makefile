@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 MODEL_STORE_URI ?= model-store
+# Where `make serve` captures served requests and POST /feedback stores labels (docs/monitoring.md).
+CAPTURE_FOLDER ?= capture
 DATA ?= training/data/penguins.csv
 HOST ?= 127.0.0.1
 PORT ?= 3000
@@ -20,7 +22,7 @@ CHROMIUM ?= chromium
 CHROMIUM_FLAGS := --headless --no-sandbox --disable-gpu --disable-background-networking --disable-component-update \
 	--disable-sync --no-first-run --hide-scrollbars --window-size=1100,4400
 
-.PHONY: help dev demo train serve test lint typecheck unit integration template e2e bench build validate security deploy clean report
+.PHONY: help dev demo train serve test lint typecheck unit integration template e2e bench build validate security deploy clean report demo-loop
 
 help:
 	@echo "make demo         set up, train the sample model into ./$(MODEL_STORE_URI) and serve the API on http://$(HOST):$(PORT)"
@@ -29,6 +31,7 @@ help:
 	@echo "make train        train DATA=$(DATA) into MODEL_STORE_URI=$(MODEL_STORE_URI)"
 	@echo "make serve        serve MODEL_NAME (or the store's only model) on template.yaml's API routes, in-process (no Docker)"
 	@echo "make unit | integration | template | e2e   one test tier"
+	@echo "make demo-loop    the monitoring loop locally: capture, drift, feedback, live metric, report (docs/monitoring.md)"
 	@echo "make report       write $(REPORT) (the model report of MODEL_STORE_URI) and $(REPORT_PNG) (its screenshot, headless Chromium)"
 	@echo "make bench        sam build, then every benchmark in one table: sizes, init, warm latency, API load, retrain (docs/performance.md)"
 	@echo "make security     checkov on template.yaml (own venv .ci/.venv-checkov; every skip has its reason in Metadata)"
@@ -60,6 +63,10 @@ serve: $(STAMP)
 		$(if $(filter command line,$(origin DATA)),--data $(DATA))
 
 demo: train serve
+
+# Serve, send shifted traffic and feedback, run the monitor twice, write demo-loop/report.html (no AWS).
+demo-loop: $(STAMP)
+	$(PY) -m devtools.demo_loop --workdir demo-loop
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -119,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "PREDICT_FUNCTION_NAME": "",
         "MANIFEST_SIGNING_KEY": "",
     }
+    # No Firehose on a laptop: capture (and POST /feedback) to a local folder (docs/monitoring.md).
+    environment.update(CAPTURE_STREAM_NAME="", CAPTURE_LOCAL_FOLDER="capture", CAPTURE_URI="capture")
     if chosen.data_uri:
         environment["DATA_URI"] = chosen.data_uri
     api = local_api.LocalApi(

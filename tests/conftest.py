@@ -102,6 +102,7 @@ def _clear_aws_clients() -> None:
         aws.stepfunctions_client,
         aws.sagemaker_client,
         aws.cloudwatch_client,
+        aws.firehose_client,
     ):
         client.cache_clear()
 

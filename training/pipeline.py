@@ -42,6 +42,7 @@ from sklambda.manifest import (
     StatusRecord,
     utc_now,
 )
+from sklambda.monitoring import BASELINE_FILE, training_baseline
 from sklambda.registry import ServingCheck
 from sklambda.runs import DataSummary, GateCheck, Lease, RunLock, RunLog, RunRecord, RunStatus, new_run_id
 from sklambda.runtimes import Prediction
@@ -419,6 +420,9 @@ def train(
             evaluation.outputs.prediction.labels,
         )
         step.done(servable_by(runtimes))
+    # What the monitor compares live traffic with (sklambda/monitoring.py), checksummed with the version.
+    baseline = training_baseline(parts.x_train, prepared.contract, evaluation.outputs.prediction.labels)
+    files[BASELINE_FILE] = baseline.to_bytes()
     manifest = Manifest(
         name=config.model.name,
         version=0,  # the store assigns the number at publish

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from sklambda.errors import IntegrityError, NotFound
 from sklambda.manifest import AliasRecord, Manifest, utc_now
+from sklambda.monitor import MonitoringRecord, monitoring_records
 from sklambda.registry import VersionRow, list_versions
 from sklambda.runs import RunLog, RunRecord
 from sklambda.store import ModelStore
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 STATUS_COLOURS = {"promoted": "#2a9d8f", "rejected": "#e76f51", "candidate": "#8d99ae", "retired": "#b08968"}
 CHALLENGER, CHAMPION = "#264653", "#e9c46a"
 TOP_FEATURES = 20
+# The monitoring section plots the newest this many monitor runs.
+MONITORING_RECORDS = 200
 
 
 @dataclass
@@ -45,6 +48,8 @@ class ReportData:
     focus: int | None
     unreadable: dict[int, str] = field(default_factory=dict)
     generated_at: str = field(default_factory=utc_now)
+    # The monitor's records (drift, live metric), oldest first.
+    monitoring: list[MonitoringRecord] = field(default_factory=list)
 
     @property
     def champion(self) -> int | None:
@@ -80,6 +85,7 @@ def gather(
         runs=RunLog(store.objects, name).list(runs),
         focus=focus,
         unreadable=unreadable,
+        monitoring=monitoring_records(store, name, limit=MONITORING_RECORDS),
     )
 
 
@@ -537,6 +543,7 @@ def render(data: ReportData) -> str:
         parts.append(_section(f"Feature importance of {which}", importance or "", importance_note))
         parts.append(_section(f"Pipeline of {which}", _pipeline_note(focus)))
         parts.append(_section(f"Data contract of {which}", _contract_table(focus)))
+    parts.append(monitoring_section(data))
     parts.append(_section("Versions (newest first)", _versions_table(data)))
     if data.unreadable:
         parts.append(
@@ -549,6 +556,84 @@ def render(data: ReportData) -> str:
         f"<title>{_e(title)}</title><style>{STYLE}</style></head><body><main>"
         + "\n".join(parts)
         + "</main></body></html>\n"
+    )
+
+
+def _run_times(records: list[MonitoringRecord]) -> list[Any]:
+    from datetime import datetime
+
+    return [datetime.fromisoformat(record.created_at.replace("Z", "+00:00")) for record in records]
+
+
+def drift_over_time(records: list[MonitoringRecord]) -> str | None:
+    """PSI of each input column per monitor run, with the alarm threshold."""
+    runs = [(record, record.drift) for record in records if record.drift is not None and record.drift.rows]
+    if not runs:
+        return None
+    figure = _figure(7.5, 3.4)
+    axes = figure.subplots()
+    times = _run_times([record for record, _ in runs])
+    columns = sorted({column for _, drift in runs for column in drift.columns})
+    for column in columns:
+        values = [drift.columns[column].psi if column in drift.columns else float("nan") for _, drift in runs]
+        axes.plot(times, values, marker="o", markersize=3, linewidth=1.2, label=column)
+    threshold = runs[-1][0].psi_threshold
+    axes.axhline(threshold, color="#e76f51", linestyle="--", linewidth=1, label="alarm threshold")
+    axes.set_ylabel("PSI against the training baseline")
+    axes.grid(alpha=0.3)
+    axes.legend(loc="upper left", fontsize=7, frameon=False, ncol=2)
+    figure.autofmt_xdate()
+    return _svg_image(figure, "drift of each input column per monitor run")
+
+
+def live_metric_over_time(records: list[MonitoringRecord]) -> str | None:
+    """The live metric on labelled rows per monitor run, next to the serving version's held-out value."""
+    runs = [(record, record.quality) for record in records if record.quality is not None]
+    if not runs:
+        return None
+    figure = _figure(7.5, 3.0)
+    axes = figure.subplots()
+    times = _run_times([record for record, _ in runs])
+    live = [quality.live for _, quality in runs]
+    axes.plot(times, live, marker="o", color=CHALLENGER, label="live (labelled rows)")
+    held_out = [float("nan") if quality.held_out is None else quality.held_out for _, quality in runs]
+    axes.plot(times, held_out, linestyle="--", color=CHAMPION, label="held-out")
+    for time, value, (_, quality) in zip(times, live, runs, strict=True):
+        axes.annotate(str(quality.labels), (time, value), textcoords="offset points", xytext=(0, 6), fontsize=7)
+    axes.set_ylabel(runs[-1][1].metric)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="best", fontsize=8, frameon=False)
+    figure.autofmt_xdate()
+    return _svg_image(figure, "live metric on labelled rows per monitor run")
+
+
+def monitoring_section(data: ReportData) -> str:
+    records = data.monitoring
+    if not records:
+        return _section(
+            "Monitoring: live traffic against the training baseline",
+            _note("No monitor run yet (the monitor function runs on MonitorSchedule; locally: make demo-loop)."),
+        )
+    last = records[-1]
+    facts = [
+        f"Last run {_e(last.created_at)} on v{last.version}: {last.captured_rows:,} captured rows "
+        f"({_e(last.window[0])} to {_e(last.window[1])}), {last.labels_matched} labelled, "
+        f"{last.unmatched_labels} labels matching no capture."
+    ]
+    if last.alarms:
+        facts.append("Alarms: " + _e("; ".join(last.alarms)))
+    drift = drift_over_time(records)
+    quality = live_metric_over_time(records)
+    return _section(
+        "Monitoring: live traffic against the training baseline",
+        _note(" ".join(facts)),
+        drift or _note("No drift computed yet (no captured rows of a version with a baseline)."),
+        _note(
+            "PSI per input column and run: below 0.1 no shift, 0.1-0.2 moderate, above the dashed line the Drift "
+            "alarm fires."
+        ),
+        quality or _note("No labelled rows yet: send ground truth to POST /feedback."),
+        _note("Numbers above the points: labelled rows behind each live value.") if quality else "",
     )
 
 

@@ -34,6 +34,7 @@ from sklambda.api import (
     request_bytes,
     row_limit,
 )
+from sklambda.capture import open_capture
 from sklambda.deadlines import from_context, within
 from sklambda.emf import fast_metrics
 from sklambda.errors import HttpError, ModelUnavailable, SklambdaError
@@ -42,11 +43,13 @@ from sklambda.http import request_id as request_id_of
 from sklambda.openapi import build_spec
 from sklambda.runtimes import preload
 from sklambda.serving import LoadedModel, ModelCache, load_version
-from sklambda.settings import ServingSettings
+from sklambda.settings import CaptureSettings, ServingSettings
 
 # Powertools Metrics through a provider that costs less per request than Powertools' own (sklambda/emf.py).
 logger, metrics, settings, store = bootstrap(ServingSettings, metrics=fast_metrics())
 limits = RequestLimits.of(settings)
+# A sample of answered requests for the monitor (sklambda/capture.py); None when capture is off.
+capture = open_capture(CaptureSettings.from_env())
 
 Response = dict[str, Any]
 # Lambda's init phase ends after 10 s (on demand); the store work at init gives up after this less
@@ -99,10 +102,13 @@ def predict(event: dict[str, Any], request_id: str) -> Response:
         model = cache.get()
         documents = _documents(model)
         check_rows(request.rows, documents.row_limit)
-        prediction = model.predict(request.columns(model.validator))
+        columns = request.columns(model.validator)
+        prediction = model.predict(columns)
         body = predict_reply(model, prediction, request_id, probabilities=request.probabilities)
     except SklambdaError as error:
         return _error(error, request_id)
+    if capture is not None and (dropped := capture.record(request_id, model.name, model.version, columns, prediction)):
+        metrics.add_metric(name=metric_names.CAPTURE_DROPPED, unit=MetricUnit.Count, value=dropped)
     metrics.add_metric(
         name=metric_names.LATENCY, unit=MetricUnit.Milliseconds, value=(time.perf_counter() - started) * 1000
     )

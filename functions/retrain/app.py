@@ -277,8 +277,10 @@ def _is_schedule(event: dict[str, Any]) -> bool:
     return event.get("detail-type") == "Scheduled Event" or event.get("trigger") == "schedule"
 
 
-def _run(event: dict[str, Any], context: LambdaContext, trigger: str, run_id: str | None) -> dict[str, Any]:
-    by = f"retrain function ({trigger}, request {context.aws_request_id})"
+def _run(
+    event: dict[str, Any], context: LambdaContext, trigger: str, run_id: str | None, reason: str = ""
+) -> dict[str, Any]:
+    by = f"retrain function ({trigger}, request {context.aws_request_id})" + (f": {reason}" if reason else "")
     try:
         record = _carry_out_or_hand_over(_run_context(context), trigger=trigger, by=by, run_id=run_id)
     except RunSkipped as error:
@@ -299,4 +301,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         return _job_ended(event["sagemaker_job_ended"])
     if _is_schedule(event):
         return _run(event, context, "schedule", None)
+    if "monitor_alarm" in event:  # the monitor found drift or a quality drop (RetrainOnMonitorAlarm)
+        return _run(event, context, "monitor", None, str(event["monitor_alarm"].get("reason", ""))[:500])
     return app.resolve(event, context)

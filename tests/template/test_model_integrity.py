@@ -281,13 +281,17 @@ def test_signing_off_means_no_key_and_optional_keeps_unsigned_versions_loadable(
 def test_noncurrent_object_versions_expire_when_object_lock_is_off() -> None:
     cfn = transformed_template()
     bucket = resolve(cfn["Resources"]["ModelBucket"]["Properties"], cfn)
-    (rule,) = bucket["LifecycleConfiguration"]["Rules"]
+    rules = {rule["Id"]: rule for rule in bucket["LifecycleConfiguration"]["Rules"]}
+    rule = rules["ExpireNoncurrentVersions"]
     assert rule["Status"] == "Enabled"
+    assert "Prefix" not in rule  # the whole bucket
     assert rule["NoncurrentVersionExpiration"] == {"NoncurrentDays": "90"}  # the parameter's default
     locked = transformed_template(ObjectLockRetentionDays="30")
-    assert "LifecycleConfiguration" not in resolve(
-        locked["Resources"]["ModelBucket"]["Properties"], locked, {"ObjectLockRetentionDays": "30"}
-    )
+    locked_rules = resolve(locked["Resources"]["ModelBucket"]["Properties"], locked, {"ObjectLockRetentionDays": "30"})[
+        "LifecycleConfiguration"
+    ]["Rules"]
+    # With Object Lock its retention decides; only the captures' own expiry stays
+    assert [rule["Id"] for rule in locked_rules] == ["CaptureExpiry"]
 
 
 def test_the_guards_queues_have_a_depth_alarm() -> None:

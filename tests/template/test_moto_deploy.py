@@ -6,7 +6,8 @@ What moto cannot create, and how the smoke copy handles it (MOTO_CANNOT_CREATE; 
 learns a type, so the list stays true):
 - no CloudFormation model in moto 5.2: AWS::ApiGateway::Stage, ::Account, ::ApiKey, ::UsagePlan, ::UsagePlanKey,
   AWS::CloudWatch::Alarm, AWS::CodeDeploy::Application and ::DeploymentGroup, AWS::Lambda::Alias and
-  ::EventInvokeConfig, AWS::S3::BucketPolicy, AWS::SNS::Subscription and ::TopicPolicy, AWS::SQS::QueuePolicy;
+  ::EventInvokeConfig, AWS::S3::BucketPolicy, AWS::SNS::Subscription and ::TopicPolicy, AWS::SQS::QueuePolicy,
+  AWS::KinesisFirehose::DeliveryStream, AWS::Logs::LogStream;
 - AWS::ApiGateway::Deployment: moto ignores the RestApi's OpenAPI Body, so the API has no method to deploy.
 They are removed from the smoke copy; a Ref or GetAtt to one becomes what CloudFormation would give where it can
 be known (an alarm's ARN from its name; the function itself for its `live` alias), else a marked placeholder.
@@ -45,8 +46,10 @@ MOTO_CANNOT_CREATE = {
     "AWS::CloudWatch::Alarm",
     "AWS::CodeDeploy::Application",
     "AWS::CodeDeploy::DeploymentGroup",
+    "AWS::KinesisFirehose::DeliveryStream",
     "AWS::Lambda::Alias",
     "AWS::Lambda::EventInvokeConfig",
+    "AWS::Logs::LogStream",
     "AWS::S3::BucketPolicy",
     "AWS::SNS::Subscription",
     "AWS::SNS::TopicPolicy",

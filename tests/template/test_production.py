@@ -25,6 +25,7 @@ from tests.template.conftest import (
 pytestmark = pytest.mark.template
 
 SERVING_ALARMS = ["Predict5xxAlarm", "PredictLatencyAlarm", "PredictErrorsAlarm", "ModelLoadRefusedAlarm"]
+MONITORING_ALARMS = ["DriftAlarm", "LiveQualityAlarm", "CaptureDroppedAlarm", "MonitorFailedAlarm"]
 ALL_ALARMS = [
     *SERVING_ALARMS,
     "RetrainFailedAlarm",
@@ -32,8 +33,17 @@ ALL_ALARMS = [
     "GuardFailedAlarm",
     "GuardDeadLettersAlarm",
     "RetrainJobFailedAlarm",
+    *MONITORING_ALARMS,
 ]
-FUNCTIONS = ["PredictFunction", "RetrainFunction", "AdminFunction", "GuardFunction", "PredictPreTrafficFunction"]
+FUNCTIONS = [
+    "PredictFunction",
+    "RetrainFunction",
+    "AdminFunction",
+    "GuardFunction",
+    "PredictPreTrafficFunction",
+    "FeedbackFunction",
+    "MonitorFunction",
+]
 PREDICTION_ROUTES = [("/predict", "post"), ("/model", "get"), ("/openapi.json", "get")]
 BUCKET = "arn:aws:s3:::model-bucket"
 BASIC_LOGGING = "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
@@ -55,6 +65,7 @@ def render(value: Any) -> Any:
         "ModelsPrefix": "models",
         "ModelName": "penguins",
         "TrainingDataPrefix": "data/",
+        "CapturePrefix": "capture/",
         "StageName": "v1",
         "PredictFunction": "sklambda-PredictFunction",
     }
@@ -159,7 +170,11 @@ def test_each_role_allows_exactly_what_its_function_needs(cfn: dict[str, Any]) -
     # When collecting every action and the resources it is allowed on
     # Then predict only reads the models; retrain reads data and models and writes models; admin and the guard
     # write only this model's aliases and status files; each may call only what its work needs
-    assert allowed(role_of(resources, "PredictFunction")) == {"s3:GetObject": {models}, "s3:ListBucket": {BUCKET}}
+    assert allowed(role_of(resources, "PredictFunction")) == {
+        "s3:GetObject": {models},
+        "s3:ListBucket": {BUCKET},
+        "firehose:PutRecordBatch": {"arn:aws:firehose:us-east-1:123456789012:deliverystream/sklambda-capture"},
+    }
     assert allowed(role_of(resources, "RetrainFunction")) == {
         "s3:GetObject": {data, models},
         "s3:PutObject": {f"{BUCKET}/models/penguins/*"},  # its own model only
@@ -544,8 +559,8 @@ def test_dashboard_shows_traffic_latency_errors_model_and_retraining(cfn: dict[s
     emitted = emitted_metric_names()
     for row in metrics:
         if isinstance(row[0], dict):
-            # Per-class counts by a search: one Predicted_<class> metric per class label, of this stack
-            assert "MetricName=Predicted" in row[0]["expression"]
+            # Per-class counts and per-column PSI by a search: one Predicted_<class> / Psi_<column> metric each
+            assert re.search(r"MetricName=(Predicted|Psi_)", row[0]["expression"])
             assert 'service="sklambda"' in row[0]["expression"]
             continue
         namespace, name, *rest = row

@@ -33,6 +33,7 @@ EXPECTED_ROUTES = {
     ("/retrain", "get"): "RetrainFunction",
     ("/retrain/{run_id}", "get"): "RetrainFunction",
     ("/retrain/{run_id}/stop", "post"): "RetrainFunction",
+    ("/feedback", "post"): "FeedbackFunction",
 }
 RETRAIN_ROUTES = [
     ("/retrain", "post"),
@@ -402,8 +403,8 @@ def test_predict_role_may_only_read_and_list_the_models_prefix(
     role_id = resources["PredictFunction"]["Properties"]["Role"]["Fn::GetAtt"][0]
     statements = role_statements("PredictFunction")
     # When collecting what it allows
-    # Then it only reads objects under models/ and lists only under models/
-    assert _s3_actions(statements) == {"s3:GetObject", "s3:ListBucket"}
+    # Then it only reads objects under models/ and lists only under models/ (and sends captures to Firehose)
+    assert _s3_actions(statements) - {"firehose:PutRecordBatch"} == {"s3:GetObject", "s3:ListBucket"}
     assert _rendered_resources(statements, "s3:GetObject", render) == {f"arn:aws:s3:::{fake.bucket}/models/*"}
     assert _rendered_resources(statements, "s3:ListBucket", render) == {f"arn:aws:s3:::{fake.bucket}"}
     # ListBucket is unconditioned on purpose (S3 then answers 404, not 403, for a missing key: see template.yaml)

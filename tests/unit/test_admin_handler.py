@@ -94,7 +94,7 @@ def test_describe_and_diff(admin_app: ModuleType, lambda_context: LambdaContext)
     status, body = call(admin_app, event("admin-versions", path="/admin/versions/2"), lambda_context)
     assert status == 200
     assert (body["manifest"]["version"], body["status"]["status"]) == (2, "candidate")
-    assert set(body["manifest"]["artifacts"]) == {"model.joblib", "model.onnx"}
+    assert set(body["manifest"]["artifacts"]) == {"model.joblib", "model.onnx", "model.baseline.json"}
     status, body = call(admin_app, event("admin-versions", path="/admin/versions/1/diff/2"), lambda_context)
     assert status == 200
     assert (body["base"], body["other"], body["features_changed"], body["data"]) == (1, 2, [], [])

@@ -65,7 +65,7 @@ def test_the_manifest_records_everything_needed_to_trust_and_reproduce_a_version
     # And the code version (a git checkout here)
     assert manifest.code_version is not None
     # And the sha256 of every artifact, which the stored bytes match
-    assert set(manifest.artifacts) == {"model.onnx", "model.joblib"}
+    assert set(manifest.artifacts) == {"model.onnx", "model.joblib", "model.baseline.json"}
     for file, digest in manifest.artifacts.items():
         on_disk = (trained_store / "penguins" / "versions" / "000001" / file).read_bytes()
         assert hashlib.sha256(on_disk).hexdigest() == digest

@@ -98,7 +98,7 @@ def test_sample_model_trains_converts_and_records_everything() -> None:
     ]
     assert manifest.contract.feature("sex").nullable
     assert manifest.runtimes["onnx"].supported
-    assert set(trained.files) == {"model.joblib", "model.onnx"}
+    assert set(trained.files) == {"model.joblib", "model.onnx", "model.baseline.json"}
     assert manifest.data.rows == 344
     assert len(manifest.data.sha256) == 64
     assert len(manifest.golden.instances) == 20

@@ -6,7 +6,10 @@ import argparse
 from typing import Any
 
 from sklambda.contract import MISSING_CATEGORY
+from sklambda.manifest import Manifest
+from sklambda.monitoring import BASELINE_FILE, NumericBaseline, read_baseline
 from sklambda.registry import describe_version
+from sklambda.store import ModelStore
 from training.commands.common import add_registry_options, open_model, print_json, print_table
 from training.evaluate import describe_runtimes
 
@@ -89,7 +92,35 @@ def run(args: argparse.Namespace) -> int:
         f"  missing values: accepted where nullable; a missing category reaches the model as {MISSING_CATEGORY!r} "
         "and a missing number as NaN, as in training (`python -m training predict` shows the served answers)"
     )
+    _print_baseline(store, manifest)
     return 0
+
+
+def _print_baseline(store: ModelStore, manifest: Manifest) -> None:
+    """The training distribution the monitor compares live traffic with (versions before it: none)."""
+    if BASELINE_FILE not in manifest.artifacts:
+        print("  baseline: none (trained before baselines were recorded: the monitor reports no drift for it)")
+        return
+    baseline = read_baseline(store.artifact(manifest, BASELINE_FILE))
+    print(f"  baseline: {baseline.rows} training rows (what the monitor's drift compares with)")
+    rows = []
+    for name, feature in baseline.features.items():
+        if isinstance(feature, NumericBaseline):
+            edges = feature.edges
+            shape = (
+                f"{len(feature.shares)} bins, quantile edges {edges[0]:g} .. {edges[-1]:g}" if edges else "no values"
+            )
+        else:
+            top = sorted(feature.shares.items(), key=lambda item: -item[1])[:4]
+            shape = ", ".join(f"{category} {share:.0%}" for category, share in top)
+        rows.append((f"    {name}", shape, f"{feature.missing_share:.1%}"))
+    print_table(["    feature", "training distribution", "missing"], rows)
+    output = baseline.output
+    if output.class_shares is not None:
+        shares = ", ".join(f"{label} {share:.0%}" for label, share in output.class_shares.items())
+    else:
+        shares = f"{len(output.shares or [])} quantile bins of the predicted values"
+    print(f"  outputs on held-out rows: {shares}")
 
 
 def _pipeline(recorded: Any) -> str:

@@ -587,3 +587,38 @@ def put_metrics(namespace: str, dimensions: dict[str, str], values: dict[str, tu
         )
     except (ClientError, BotoCoreError) as error:
         raise StoreUnavailable(f"putting metrics in {namespace} failed: {error}") from error
+
+
+# Capture (sklambda/capture.py) flushes inside a prediction: short timeouts and one retry, so that a slow or
+# failing Firehose costs that request at most a few seconds and drops the batch (counted) rather than the request.
+@functools.cache
+def firehose_client() -> Any:
+    from botocore.config import Config
+
+    config = Config(retries={"mode": "standard", "max_attempts": 2}, connect_timeout=1.0, read_timeout=2.0)
+    return _session().create_client("firehose", config=config)
+
+
+def firehose_sender(stream_name: str) -> Callable[[list[bytes]], int]:
+    """A capture sender: PutRecordBatch of up to 500 records; the records Firehose refuses are sent once more.
+    Returns how many were not accepted in the end; raises nothing (capture must not fail a prediction)."""
+
+    def send(records: list[bytes]) -> int:
+        pending = records
+        for _attempt in range(2):
+            try:
+                response = firehose_client().put_record_batch(
+                    DeliveryStreamName=stream_name, Records=[{"Data": data} for data in pending]
+                )
+            except (ClientError, BotoCoreError):
+                return len(pending)
+            if not response.get("FailedPutCount"):
+                return 0
+            pending = [
+                data
+                for data, result in zip(pending, response["RequestResponses"], strict=True)
+                if result.get("ErrorCode")
+            ]
+        return len(pending)
+
+    return send

@@ -32,6 +32,21 @@ RETRAIN_JOB_RUNS: Final = "RetrainJobRuns"
 RETRAIN_STATUSES: Final = ("promoted", "rejected", "failed")
 CHAMPION_SCORE: Final = "ChampionScore"
 CHALLENGER_SCORE: Final = "ChallengerScore"
+# capture (predict), feedback, monitor (docs/monitoring.md)
+CAPTURE_DROPPED: Final = "CaptureDropped"  # capture records Firehose refused or that failed to send
+FEEDBACK_LABELS: Final = "FeedbackLabels"
+FEEDBACK_REFUSED: Final = "FeedbackRefused"
+MONITOR_ROWS: Final = "MonitorRows"
+MONITOR_LABELS: Final = "MonitorLabels"
+MONITOR_UNMATCHED_LABELS: Final = "MonitorUnmatchedLabels"
+MONITOR_LABELLED_ROWS_WRITTEN: Final = "MonitorLabelledRowsWritten"
+MONITOR_RETRAIN_STARTED: Final = "MonitorRetrainStarted"
+DRIFT_MAX_PSI: Final = "DriftMaxPsi"
+DRIFTED_COLUMNS: Final = "DriftedColumns"
+OUTPUT_PSI: Final = "OutputPsi"
+LIVE_METRIC: Final = "LiveMetric"
+HELD_OUT_METRIC: Final = "HeldOutMetric"
+LIVE_METRIC_DROP: Final = "LiveMetricDrop"
 # Powertools' own (capture_cold_start_metric)
 COLD_START: Final = "ColdStart"
 
@@ -42,6 +57,11 @@ def error_kind(kind: str) -> str:
 
 def retrain_outcome(status: str) -> str:
     return f"Retrain{status.capitalize()}"
+
+
+def column_psi(column: str) -> str:
+    # One drift metric per input column, printable and short whatever the column names are.
+    return "Psi_" + re.sub(r"[^A-Za-z0-9_.-]", "_", column)[:200]
 
 
 def predicted_class(label: object) -> str:

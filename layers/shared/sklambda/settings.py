@@ -20,6 +20,8 @@ DEFAULT_ALIAS = "champion"
 DEFAULT_SERVING_RUNTIME: RuntimeName = "onnx"
 # Longer than the retrain function's 900 s timeout: a lock outlives any run that still holds it.
 DEFAULT_RETRAIN_LOCK_SECONDS = 960.0
+# Rows one POST /predict may hold (fewer for a wide model: sklambda.api.row_limit); POST /feedback labels as many.
+DEFAULT_MAX_ROWS = 5000
 # The largest POST /predict body: API Gateway passes the body to Lambda inside a JSON event, where every quote and
 # backslash is escaped (up to twice the bytes), and Lambda takes at most 6 MiB (6,291,456 bytes) per invocation:
 # 3,000,000 bytes of body leave room for the doubling and for the headers.
@@ -76,7 +78,7 @@ class ServingSettings(StoreSettings):
     # body (sklambda.api.row_limit), which GET /openapi.json publishes.
     max_body_bytes: int = Field(default=MAX_BODY_BYTES_CEILING, ge=1024, le=MAX_BODY_BYTES_CEILING)
     max_json_depth: int = Field(default=10, ge=4, le=512)
-    max_rows: int = Field(default=5000, ge=1)
+    max_rows: int = Field(default=DEFAULT_MAX_ROWS, ge=1)
     # What GET /model and GET /openapi.json tell callers: "full" (metrics, libraries, code version, the training
     # ranges of the numbers), or "contract" (what a caller needs to send valid rows, and no more). The template
     # sets "full" only when the prediction routes require an API key.
@@ -195,3 +197,44 @@ class JobSettings(RetrainSettings):
     powertools_metrics_namespace: str = "Sklambda"
     # The data's own URI (the S3 prefix the channel was copied from), recorded in the run record for lineage.
     data_uri: str = Field(default="", min_length=0)
+
+
+class CaptureSettings(_FromEnv):
+    """Capture of served requests by the predict function (sklambda/capture.py); off unless a sink is set."""
+
+    # The Kinesis Data Firehose delivery stream that writes captures to S3 (the template's CaptureStream).
+    capture_stream_name: _EmptyIsUnset = None
+    # Or a local folder (laptop, demo): records are appended there in the same partition layout.
+    capture_local_folder: _EmptyIsUnset = None
+    # Share of requests captured (whole requests: all their rows or none).
+    capture_sample_rate: float = Field(default=1.0, ge=0, le=1)
+    # A captured record waits in memory at most this long before the next captured request sends the batch.
+    capture_max_age_seconds: float = Field(default=60.0, ge=0)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.capture_stream_name or self.capture_local_folder) and self.capture_sample_rate > 0
+
+
+class FeedbackSettings(StoreSettings):
+    # Where captures and feedback live: s3://bucket/capture-prefix or a local folder; unset: capture is off.
+    capture_uri: _EmptyIsUnset = None
+    # Labels one POST /feedback may carry, and the row index bound (predict's MAX_ROWS).
+    max_feedback_labels: int = Field(default=DEFAULT_MAX_ROWS, ge=1)
+    max_rows: int = Field(default=DEFAULT_MAX_ROWS, ge=1)
+    max_body_bytes: int = Field(default=MAX_BODY_BYTES_CEILING, ge=1024, le=MAX_BODY_BYTES_CEILING)
+
+
+class MonitorSettings(StoreSettings):
+    capture_uri: str = Field(min_length=1)
+    # Where labelled captures are written as training data (a folder/prefix the retrain function reads).
+    labelled_data_uri: _EmptyIsUnset = None
+    # Days of captures (today included) one monitor run looks at, and how far back labels are joined.
+    monitor_window_days: int = Field(default=1, ge=1, le=31)
+    feedback_lookback_days: int = Field(default=7, ge=0, le=90)
+    psi_threshold: float = Field(default=0.2, gt=0)
+    # The live metric alarm: worse than held-out by more than this share of the held-out value.
+    live_metric_max_drop: float = Field(default=0.1, gt=0)
+    min_labels: int = Field(default=30, ge=1)
+    # The retrain function to start (asynchronously) when the monitor finds drift or a quality drop; unset: none.
+    retrain_function_name: _EmptyIsUnset = None
