@@ -40,6 +40,9 @@ BUDGETS_MIB: dict[Bundle, int] = {
     # The predict rollout's pre-traffic check: the same layers again.
     Bundle("PredictPreTrafficFunction"): 125,
     Bundle("RetrainFunction"): 230,
+    # Ground truth and the monitor: the shared code and the serving dependencies (numpy, pydantic, Powertools).
+    Bundle("FeedbackFunction"): 125,
+    Bundle("MonitorFunction"): 125,
 }
 
 

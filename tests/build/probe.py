@@ -84,6 +84,9 @@ def check_retrain(args: argparse.Namespace) -> dict[str, Any]:
     for config in args.arg[1:]:
         app.settings = app.settings.model_copy(update={"training_config": config or None})
         outcome = app.lambda_handler(event, LambdaContext())
+        if outcome["model"]["version"] is None:  # skipped (nothing new) or failed: no version to describe
+            runs.append({"outcome": outcome})
+            continue
         manifest = app.store.manifest(app.settings.model_name, outcome["model"]["version"])
         runs.append(
             {

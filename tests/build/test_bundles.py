@@ -358,8 +358,9 @@ def test_retrain_bundle_trains_converts_and_publishes(tmp_path: Path, lambda_run
         "DATA_URI": str(PENGUINS_CSV),
         "SERVING_RUNTIME": "sklearn",
     }
-    # When the handler runs on the schedule event three times: first version, a challenger of the same
-    # configuration, then a gradient-boosting challenger (tree converters)
+    stamped = (BUILD / "TrainingCodeLayer" / "python" / "training" / "CODE_VERSION").read_text().strip()
+    # When the handler runs on the schedule event three times: first version, the same configuration on the same
+    # data again, then a gradient-boosting challenger (tree converters)
     result = probe(
         "retrain",
         bundle_paths("RetrainFunction"),
@@ -370,18 +371,25 @@ def test_retrain_bundle_trains_converts_and_publishes(tmp_path: Path, lambda_run
         str(forest),
         env=env,
     )
-    # Then every run trained, converted to ONNX and was judged by the gate
     runs = result["runs"]
-    assert [run["outcome"]["model"]["version"] for run in runs] == [1, 2, 3]
+    # Then the second run found nothing new (same data, configuration and stamped code) and published nothing; a
+    # build from uncommitted edits ("-dirty") never counts as the same code, so there it trains a challenger
+    if stamped.endswith("-dirty"):
+        assert [run["outcome"]["model"]["version"] for run in runs] == [1, 2, 3]
+        assert runs[1]["outcome"]["champion"]["version"] == 1
+    else:
+        assert [run["outcome"]["model"]["version"] for run in runs] == [1, None, 2]
+        assert runs[1]["outcome"]["status"] == "skipped", runs[1]
+        assert "nothing new" in runs[1]["outcome"]["reason"], runs[1]
+    trained = [run for run in runs if "estimator" in run]
+    # and every run that trained converted to ONNX and was judged by the gate
     assert runs[0]["outcome"]["promoted"]
-    assert runs[1]["outcome"]["champion"]["version"] == 1
-    assert all(run["runtimes"] == {"onnx": True, "sklearn": True} for run in runs), runs
+    assert all(run["runtimes"] == {"onnx": True, "sklearn": True} for run in trained), runs
     assert runs[2]["estimator"].endswith("HistGradientBoostingClassifier"), runs[2]
     assert runs[0]["libraries"]["scikit-learn"] == pinned_version("scikit-learn")
     # and each manifest names the commit the build stamped into the training layer (no git inside Lambda)
-    stamped = (BUILD / "TrainingCodeLayer" / "python" / "training" / "CODE_VERSION").read_text().strip()
     assert is_commit_of_this_checkout(stamped.removesuffix("-dirty")), stamped
-    assert {run["code_version"] for run in runs} == {stamped}
+    assert {run["code_version"] for run in trained} == {stamped}
 
 
 @pytest.mark.usefixtures("fresh_build")

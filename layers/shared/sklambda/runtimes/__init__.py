@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import threading
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -51,6 +52,15 @@ def preload(runtime: RuntimeName) -> threading.Thread:
     thread = threading.Thread(target=load, name=f"preload-{runtime}", daemon=True)
     thread.start()
     return thread
+
+
+# The library each runtime needs, importable or not in this process (the retrain bundle has no onnxruntime).
+_LIBRARIES: dict[RuntimeName, str] = {"onnx": "onnxruntime", "sklearn": "sklearn"}
+
+
+def runtime_available(runtime: RuntimeName) -> bool:
+    """Whether this process can load the runtime's library (without importing it)."""
+    return importlib.util.find_spec(_LIBRARIES[runtime]) is not None
 
 
 def load_predictor(runtime: RuntimeName, artifact: bytes, contract: DataContract) -> Predictor:
