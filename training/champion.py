@@ -18,7 +18,15 @@ import pandas as pd
 from sklambda.contract_derivation import encode_frame, model_inputs
 from sklambda.errors import SklambdaError
 from sklambda.manifest import Manifest
-from sklambda.runtimes import ARTIFACTS, NUMBER_TYPES, Prediction, Predictor, RuntimeName, load_predictor
+from sklambda.runtimes import (
+    ARTIFACTS,
+    NUMBER_TYPES,
+    Prediction,
+    Predictor,
+    RuntimeName,
+    load_predictor,
+    runtime_available,
+)
 from sklambda.store import AliasState, ModelStore
 
 
@@ -46,9 +54,11 @@ class Champion:
 
     @property
     def runtime(self) -> RuntimeName:
-        """The runtime the champion is scored with: the serving default when it can, else scikit-learn."""
+        """The runtime the champion is scored with: ONNX when the version has it and this process can run it (no
+        unpickling); else scikit-learn, whose artifact the store loads only after verifying the manifest's signature
+        where signing is configured. The retrain function's bundle ships no onnxruntime (its size budget)."""
         onnx = self.manifest.runtimes.get("onnx")
-        return "onnx" if onnx is not None and onnx.supported else "sklearn"
+        return "onnx" if onnx is not None and onnx.supported and runtime_available("onnx") else "sklearn"
 
     def outputs(self, rows: pd.DataFrame) -> Outputs:
         """The champion's outputs on `rows`: rows of the run's table (encoded here with the champion's contract),
