@@ -46,13 +46,13 @@ from sklambda.monitoring import BASELINE_FILE, training_baseline
 from sklambda.registry import ServingCheck
 from sklambda.runs import DataSummary, GateCheck, Lease, RunLock, RunLog, RunRecord, RunStatus, new_run_id
 from sklambda.runtimes import Prediction
-from sklambda.serving import labels_to_json
-from sklambda.settings import DEFAULT_RETRAIN_LOCK_SECONDS
+from sklambda.serving import labels_to_json, local_self_test, remote_self_test
+from sklambda.settings import DEFAULT_RETRAIN_LOCK_SECONDS, RetrainSettings
 from sklambda.store import ModelStore
 from training import gate
 from training.budget import Estimate, RunLimits, check_fits, check_time_left, estimate
 from training.champion import Champion, Outputs
-from training.config import TrainingConfig
+from training.config import TrainingConfig, load_config
 from training.convert import to_onnx
 from training.dataset import DEFAULT_READ_LIMITS, CleanReport, LoadedTable, ReadLimits, clean, load_table
 from training.evaluate import evaluate, held_out_evaluation, primary_metric, runtime_parity, servable_by
@@ -108,6 +108,28 @@ class TrainingRun:
 
     def run_lock(self) -> RunLock:
         return RunLock(self.store.objects, self.name, ttl_seconds=self.lock_seconds)
+
+
+def deployed_run(settings: RetrainSettings, store: ModelStore, **fields: Any) -> TrainingRun:
+    """A run as a deployed engine carries it out (the retrain function, a SageMaker job): the model, training
+    configuration, alias, lock and serving self-test its settings name; `fields` are the engine's own (data,
+    limits, code version, notification, progress)."""
+    config = model_config(
+        load_config(settings.training_config), store, name=settings.model_name, alias=settings.model_alias
+    )
+    serving_check = (
+        remote_self_test(settings.predict_function_name)
+        if settings.predict_function_name
+        else local_self_test(store, settings.serving_runtime)
+    )
+    return TrainingRun(
+        store=store,
+        config=config,
+        alias=settings.model_alias,
+        serving_check=serving_check,
+        lock_seconds=settings.retrain_lock_seconds,
+        **fields,
+    )
 
 
 def model_config(

@@ -38,14 +38,13 @@ from sklambda import metric_names
 from sklambda.errors import RunSkipped, SklambdaError
 from sklambda.locations import open_object_store
 from sklambda.runs import EngineRecord, RunRecord, notification, run_reply, score_metrics
-from sklambda.serving import local_self_test, remote_self_test
 from sklambda.settings import EngineSettings, JobSettings
 from sklambda.store import ModelStore
 from training.budget import RunLimits
 from training.config import load_config
 from training.engines import ENTRY_POINT, build_sourcedir, reclaim_interrupted_attempt
 from training.lineage import code_version
-from training.pipeline import TrainingRun, model_config, reserve_run, run_training
+from training.pipeline import TrainingRun, deployed_run, model_config, reserve_run, run_training
 from training.progress import Progress
 
 logger = logging.getLogger("training.sagemaker_job")
@@ -82,23 +81,12 @@ def main(environ: Mapping[str, str] | None = None) -> int:
 
 def job_context(settings: JobSettings) -> TrainingRun:
     store = ModelStore.from_settings(settings)  # signs what the job publishes with the stack's key
-    config = model_config(
-        load_config(settings.training_config), store, name=settings.model_name, alias=settings.model_alias
-    )
-    serving_check = (
-        remote_self_test(settings.predict_function_name)
-        if settings.predict_function_name
-        else local_self_test(store, settings.serving_runtime)
-    )
     deadline = time.monotonic() + settings.sagemaker_max_runtime_seconds
-    return TrainingRun(
-        store=store,
+    return deployed_run(
+        settings,
+        store,
         data_uri=settings.sm_channel_train,
-        config=config,
-        alias=settings.model_alias,
-        serving_check=serving_check,
         limits=RunLimits(seconds_left=lambda: deadline - time.monotonic(), memory_mb=_memory_mb()),
-        lock_seconds=settings.retrain_lock_seconds,
         code_version=code_version(),
         notify=lambda record: _notify(settings, record),
         progress=Progress(logger),

@@ -28,13 +28,12 @@ from sklambda import metric_names
 from sklambda.errors import ConfigError, HttpError, NotFound, RequestError, RunInProgress, RunSkipped, SklambdaError
 from sklambda.http import JSON, answer_errors, bootstrap, whole_number
 from sklambda.runs import RunLock, RunLog, RunRecord, check_run_id, notification, run_reply, score_metrics
-from sklambda.serving import local_self_test, remote_self_test
 from sklambda.settings import EngineSettings, RetrainSettings
 from training import engines
 from training.budget import RunLimits
 from training.config import load_config
 from training.lineage import code_version
-from training.pipeline import TrainingRun, model_config, release_reservation, reserve_run, run_training
+from training.pipeline import TrainingRun, deployed_run, model_config, release_reservation, reserve_run, run_training
 from training.progress import Progress
 
 logger, metrics, settings, store = bootstrap(RetrainSettings)
@@ -61,26 +60,14 @@ def _notify(record: RunRecord) -> None:
 
 
 def _run_context(context: LambdaContext) -> TrainingRun:
-    config = model_config(
-        load_config(settings.training_config), store, name=settings.model_name, alias=settings.model_alias
-    )
-    serving_check = (
-        remote_self_test(settings.predict_function_name)
-        if settings.predict_function_name
-        else local_self_test(store, settings.serving_runtime)
-    )
-    return TrainingRun(
-        store=store,
+    return deployed_run(
+        settings,
+        store,
         data_uri=settings.data_uri,
-        config=config,
-        alias=settings.model_alias,
-        serving_check=serving_check,
         limits=RunLimits.of_lambda(context),
-        lock_seconds=settings.retrain_lock_seconds,
         code_version=CODE_VERSION,
         notify=_notify,
-        # A log line as each stage starts and ends (load, validate, prepare, fit, evaluate, convert, gate,
-        # publish, self-test, promote), through this function's logger: a long run shows where it is.
+        # A log line as each stage starts and ends, through this function's logger: a long run shows where it is.
         progress=Progress(logger),
     )
 
