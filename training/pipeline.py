@@ -400,6 +400,8 @@ class Prepared:
     metric: Metric
     pipeline: Any
     contract: DataContract
+    # The training rows as the model takes them (encode_frame), once fitted: the baseline counts them again.
+    x_train: pd.DataFrame | None = None
 
 
 @dataclass
@@ -408,6 +410,8 @@ class Evaluation:
     held_out: HeldOutEvaluation | None
     golden: GoldenSample
     outputs: Outputs
+    # The held-out rows as the model takes them (encode_frame), which `outputs` are the pipeline's outputs on.
+    x_test: pd.DataFrame
 
 
 def train(
@@ -440,10 +444,14 @@ def train(
             evaluation.golden,
             parts.x_test,
             evaluation.outputs.prediction.labels,
+            encoded=evaluation.x_test,
+            probabilities=evaluation.outputs.prediction.probabilities,
         )
         step.done(servable_by(runtimes))
     # What the monitor compares live traffic with (sklambda/monitoring.py), checksummed with the version.
-    baseline = training_baseline(parts.x_train, prepared.contract, evaluation.outputs.prediction.labels)
+    # Counted on the encoded rows: the same numbers and categories as the raw ones give, without encoding again.
+    encoded_train = parts.x_train if prepared.x_train is None else prepared.x_train
+    baseline = training_baseline(encoded_train, prepared.contract, evaluation.outputs.prediction.labels)
     files[BASELINE_FILE] = baseline.to_bytes()
     manifest = Manifest(
         name=config.model.name,
@@ -528,7 +536,8 @@ def fit_model(prepared: Prepared, progress: Progress) -> float:
     parts = prepared.parts
     estimator = final_estimator(prepared.pipeline)
     with progress.step("fit", f"{type(estimator).__name__} on {len(parts.x_train):,} rows"):
-        seconds = fit(prepared.pipeline, encode_frame(parts.x_train, prepared.contract), parts.y_train)
+        prepared.x_train = encode_frame(parts.x_train, prepared.contract)
+        seconds = fit(prepared.pipeline, prepared.x_train, parts.y_train)
     if prepared.task == "classification":
         classes = labels_to_json(prepared.pipeline.classes_)
         prepared.contract = prepared.contract.model_copy(update={"classes": classes})
@@ -554,7 +563,7 @@ def evaluate_model(prepared: Prepared, config: TrainingConfig, progress: Progres
         )
         golden = golden_sample(pipeline, parts.x_test, prepared.contract, config.evaluation.golden_rows)
         step.done(f"{metric.name}={metrics.get(metric.name)} on {len(parts.x_test):,} held-out rows")
-    return Evaluation(metrics=metrics, held_out=held_out, golden=golden, outputs=outputs)
+    return Evaluation(metrics=metrics, held_out=held_out, golden=golden, outputs=outputs, x_test=x_test)
 
 
 def convert(prepared: Prepared, config: TrainingConfig, progress: Progress) -> tuple[bytes | None, RuntimeSupport]:

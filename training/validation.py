@@ -66,7 +66,10 @@ def validate_table(frame: pd.DataFrame, config: TrainingConfig, scored_champion:
         scored = scored.sample(CHAMPION_SAMPLE_ROWS, random_state=config.evaluation.random_state)
     if scored.empty:
         return problems
-    champion_metrics = evaluate(scored_champion.outputs(scored), scored, scored[target], champion.task)
+    # Only the metric compared: the others (ranking metrics above all) would cost more than the scoring itself.
+    champion_metrics = evaluate(
+        scored_champion.outputs(scored), scored, scored[target], champion.task, only=champion.metric.name
+    )
     drop = _metric_drop(champion, champion_metrics)
     if drop is not None and drop > settings.max_champion_metric_drop:
         name = champion.metric.name

@@ -199,6 +199,38 @@ def test_canonical_categories_equal_canonical_category_value_by_value(values: li
         assert encoded.dtype == object
 
 
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["Biscoe", None, "Dream"],
+        [1, 2, None],
+        [1.0, 2.5, float("nan")],
+        [1, 2.5],
+        [True, False, None],
+        [True, 1, 1.0],
+        ["a", 1, True],
+        [b"raw", b"bytes"],
+        [None, None],
+    ],
+)
+def test_value_type_is_decided_as_value_by_value(values: list[object]) -> None:
+    # Given a categorical column (object dtype, and the dtype pandas infers)
+    for column in (pd.Series(values, dtype=object), pd.Series(values)):
+        # When its contract is derived (the kind of its values inferred by pandas in one pass)
+        contract = derive_contract(
+            pd.DataFrame({"c": column}), numeric=[], categorical=["c"], target="t", task="classification"
+        )
+        # Then the value type is the one the present values' Python types give
+        kinds = {type(value) for value in column.dropna().tolist()}
+        if kinds and kinds <= {bool, np.bool_}:
+            expected = "boolean"
+        elif kinds and all(issubclass(kind, int | float | np.integer | np.floating) for kind in kinds):
+            expected = "number"
+        else:
+            expected = "string"
+        assert contract.features[0].value_type == expected
+
+
 def test_the_summary_counts_the_other_problems_in_words() -> None:
     one, two, three = (Problem(row=row, field="mass", message="must not be null") for row in range(3))
     assert str(ContractViolation([one])) == "row 0 field 'mass': must not be null"
