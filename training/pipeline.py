@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import joblib
-import numpy as np
 import pandas as pd
 
 from sklambda.contract import DataContract, Task
@@ -58,7 +57,7 @@ from training.dataset import DEFAULT_READ_LIMITS, CleanReport, LoadedTable, Read
 from training.evaluate import evaluate, held_out_evaluation, primary_metric, runtime_parity, servable_by
 from training.features import FeatureSet, infer_task, select_features
 from training.lineage import library_versions
-from training.model import Split, build_model, final_estimator, fit, split
+from training.model import Split, build_model, final_estimator, fit, predict_with_probabilities, split
 from training.progress import Progress, Step, describe_rows, size
 from training.validation import validate_table
 
@@ -549,13 +548,8 @@ def evaluate_model(prepared: Prepared, config: TrainingConfig, progress: Progres
     with progress.step("evaluate", f"{len(parts.x_test):,} held-out rows, feature importance") as step:
         x_test = encode_frame(parts.x_test, prepared.contract)
         # Once, for the metrics, the report's summaries and the gate's invariants.
-        outputs = Outputs(
-            Prediction(
-                labels=np.asarray(pipeline.predict(x_test)),
-                probabilities=pipeline.predict_proba(x_test) if hasattr(pipeline, "predict_proba") else None,
-            ),
-            getattr(pipeline, "classes_", None),
-        )
+        labels, probabilities = predict_with_probabilities(pipeline, x_test)
+        outputs = Outputs(Prediction(labels=labels, probabilities=probabilities), getattr(pipeline, "classes_", None))
         predictions = outputs.prediction.labels
         metrics = evaluate(outputs, x_test, parts.y_test, prepared.task, predictions)
         held_out = held_out_evaluation(
@@ -579,10 +573,11 @@ def golden_sample(pipeline: Any, x_test: pd.DataFrame, contract: DataContract, r
     """Held-out rows with the pipeline's outputs, stored with the version: serving must reproduce them."""
     sample = x_test.head(rows)
     encoded = encode_frame(sample, contract)
-    predictions = labels_to_json(pipeline.predict(encoded))
+    labels, scores = predict_with_probabilities(pipeline, encoded, probabilities=contract.task == "classification")
+    predictions = labels_to_json(labels)
     probabilities = None
-    if contract.task == "classification" and hasattr(pipeline, "predict_proba"):
-        probabilities = pipeline.predict_proba(encoded).tolist()
+    if scores is not None:
+        probabilities = scores.tolist()
     else:
         predictions = [float(value) for value in predictions]
     return GoldenSample(

@@ -43,6 +43,12 @@ _VALUE_TYPES: dict[str, ValueType] = {
 }
 
 
+def _is_missing(value: Any) -> bool:
+    from pandas import isna
+
+    return bool(isna(value))
+
+
 def _infer_dtype(column: pd.Series) -> str:
     from pandas.api.types import infer_dtype  # the caller has pandas: this module never imports it at the top
 
@@ -64,6 +70,18 @@ def canonical_categories(column: pd.Series) -> pd.Series:
     codes, distinct = column.factorize()  # missing values get code -1: the last entry of the table
     table = np.array([*map(canonical_category, distinct.tolist()), MISSING_CATEGORY], dtype=object)
     return type(column)(table[codes], index=column.index, name=column.name, dtype=object)
+
+
+def category_counts(column: pd.Series) -> pd.Series:
+    """How many rows hold each category (canonical_category; MISSING_CATEGORY for missing values), counted once per
+    distinct value: a column of 100 000 rows and a handful of values is hashed once, not encoded row by row.
+    An object column mixing booleans with numbers is encoded value by value (True and 1 are one key to pandas,
+    two categories here), as canonical_categories does."""
+    if column.dtype == object and _infer_dtype(column) not in _UNMIXED:
+        return canonical_categories(column).value_counts()
+    counts = column.value_counts(dropna=False)
+    keys = [MISSING_CATEGORY if _is_missing(value) else canonical_category(value) for value in counts.index.tolist()]
+    return counts.groupby(keys, sort=False).sum()
 
 
 def derive_contract(
