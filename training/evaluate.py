@@ -396,8 +396,8 @@ def agreement(
             max_difference=_finite_max(gaps),
             disagreements_with_missing_numbers=int((differs & missing).sum()),
         )
-    served = labels_to_json(np.asarray(prediction.labels).ravel())
-    other_class = np.array([got != want for got, want in zip(served, labels_to_json(labels), strict=True)], dtype=bool)
+    served = _json_labels(np.asarray(prediction.labels).ravel())
+    other_class = np.array([got != want for got, want in zip(served, _json_labels(labels), strict=True)], dtype=bool)
     gap = 0.0
     ties = np.zeros(len(labels), dtype=bool)
     far_apart = np.zeros(len(labels), dtype=bool)
@@ -417,6 +417,15 @@ def agreement(
         max_difference=gap,
         disagreements_with_missing_numbers=int((differs & missing).sum()),
     )
+
+
+def _json_labels(labels: np.ndarray) -> list[Any]:
+    """labels_to_json(labels), without a Python call per label when no label is a NumPy scalar (`tolist` gives
+    Python values for every numeric or text array, and object arrays of Python strings hold no NumPy scalar)."""
+    values: list[Any] = labels.tolist()
+    if labels.dtype == object and any(issubclass(kind, np.generic) for kind in set(map(type, values))):
+        return labels_to_json(labels)
+    return values
 
 
 def _finite_max(values: np.ndarray) -> float:
