@@ -216,4 +216,14 @@ def predict_with_probabilities(
         return np.asarray(pipeline.predict(x)), pipeline.predict_proba(x) if wanted else None
     steps = pipeline[:-1].transform(x)
     estimator = pipeline.steps[-1][1]
-    return np.asarray(estimator.predict(steps)), estimator.predict_proba(steps)
+    probabilities_ = estimator.predict_proba(steps)
+    if type(estimator) in _PREDICT_IS_ARGMAX and estimator.n_outputs_ == 1:
+        # scikit-learn's own predict for these, word for word: every tree is not run a second time.
+        return estimator.classes_.take(np.argmax(probabilities_, axis=1), axis=0), probabilities_
+    return np.asarray(estimator.predict(steps)), probabilities_
+
+
+# Classifiers whose predict is `classes_.take(argmax(predict_proba(X), axis=1))` for one output (scikit-learn's
+# ForestClassifier.predict); exact types only: a subclass may predict otherwise. tests/unit/test_training.py
+# checks that the labels are the estimator's predict.
+_PREDICT_IS_ARGMAX = (RandomForestClassifier, ExtraTreesClassifier)
