@@ -11,7 +11,8 @@
 Tables are the sample data resampled with noise (benchmarks/retrain_scaling.py). The sample pipeline (logistic
 regression) at the sample's own size (344 rows: the fixed costs of a run dominate; no target) and at `rows`
 (default 100 000), and the 100-tree forest at `rows` too, a pipeline whose fit costs more than the rest of
-the run. Target: retrain <= 1.5x floor.
+the run. Target (issue 16): retrain <= 2.0x floor for the logistic regression at `rows`; the forest is reported
+against the same bound.
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ from training.features import infer_task, select_features
 from training.model import build_estimator, build_pipeline, split
 from training.pipeline import TrainingRun, run_training
 
-TARGET_RETRAIN = 1.5
+# Issue 16's target (a 1.5x we once set ourselves was never met: a run validates, evaluates, converts, checks
+# parity and gates on top of the fit, and none of those checks may be dropped to meet it).
+TARGET_RETRAIN = 2.0
 FOREST_CONFIG = Path(__file__).with_name("random_forest.toml")
 
 

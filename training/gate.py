@@ -23,6 +23,7 @@ from sklambda.serving import labels_to_json
 from training.champion import Champion, Outputs
 from training.config import GateCase, GateSection
 from training.evaluate import evaluate
+from training.model import predict_with_probabilities
 
 # Probabilities must sum to 1 within this (float64 pipelines; ONNX parity is the self-test's business).
 PROBABILITY_SUM_TOLERANCE = 1e-6
@@ -100,9 +101,11 @@ def case_checks(pipeline: Any, contract: DataContract, cases: list[GateCase]) ->
     probabilities: list[float] = []
     if known:
         encoded = encode_frame(_case_frame([case.instance for case in known], contract), contract)
-        labels = labels_to_json(pipeline.predict(encoded))
-        if any(case.min_probability is not None for case in known):
-            probabilities = _class_probabilities(pipeline, encoded, [case.expect for case in known])
+        wanted = any(case.min_probability is not None for case in known)
+        predicted, scores = predict_with_probabilities(pipeline, encoded, probabilities=wanted)
+        labels = labels_to_json(predicted)
+        if wanted:
+            probabilities = _class_probabilities(pipeline, scores, [case.expect for case in known])
     checks: list[GateCheck] = []
     index = -1  # the case's row among the predicted ones
     for case in cases:
@@ -137,13 +140,12 @@ def case_checks(pipeline: Any, contract: DataContract, cases: list[GateCase]) ->
     return checks
 
 
-def _class_probabilities(pipeline: Any, encoded: pd.DataFrame, expected: list[Any]) -> list[float]:
-    """For each row, the probability of the class it is expected to be (0 for a class the model does not know,
-    NaN for a model without probabilities)."""
-    if not hasattr(pipeline, "predict_proba"):
+def _class_probabilities(pipeline: Any, rows: np.ndarray | None, expected: list[Any]) -> list[float]:
+    """For each row (its probabilities: `rows`, None for a model without them), the probability of the class it is
+    expected to be (0 for a class the model does not know, NaN for a model without probabilities)."""
+    if rows is None:
         return [math.nan] * len(expected)
     classes = labels_to_json(pipeline.classes_)
-    rows = pipeline.predict_proba(encoded)
     return [
         float(row[classes.index(label)]) if label in classes else 0.0 for row, label in zip(rows, expected, strict=True)
     ]
@@ -183,7 +185,7 @@ def invariant_checks(
     probes = probe_rows(contract)
     inputs = probes if known is not None else pd.concat([rows.loc[:, contract.names], probes], ignore_index=True)
     encoded = encode_frame(inputs, contract)
-    predictions = pipeline.predict(encoded)
+    predictions, scores = predict_with_probabilities(pipeline, encoded, probabilities=task == "classification")
     if known is not None:
         predictions = np.concatenate([np.asarray(known.prediction.labels), np.asarray(predictions)])
     where = f"on {len(rows) + len(probes)} rows (held-out rows and corner inputs)"
@@ -198,8 +200,8 @@ def invariant_checks(
                 detail=f"labels outside the classes: {strays}" if strays else f"every label a known class {where}",
             )
         )
-        if hasattr(pipeline, "predict_proba"):
-            probabilities = np.asarray(pipeline.predict_proba(encoded), dtype=np.float64)
+        if scores is not None:
+            probabilities = np.asarray(scores, dtype=np.float64)
             if known is not None and known.prediction.probabilities is not None:
                 probabilities = np.vstack([np.asarray(known.prediction.probabilities, dtype=np.float64), probabilities])
             problems = []

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import joblib
-import numpy as np
 import pandas as pd
 
 from sklambda.contract import DataContract, Task
@@ -58,7 +57,7 @@ from training.dataset import DEFAULT_READ_LIMITS, CleanReport, LoadedTable, Read
 from training.evaluate import evaluate, held_out_evaluation, primary_metric, runtime_parity, servable_by
 from training.features import FeatureSet, infer_task, select_features
 from training.lineage import library_versions
-from training.model import Split, build_model, final_estimator, fit, split
+from training.model import Split, build_model, final_estimator, fit, predict_with_probabilities, split
 from training.progress import Progress, Step, describe_rows, size
 from training.validation import validate_table
 
@@ -400,6 +399,8 @@ class Prepared:
     metric: Metric
     pipeline: Any
     contract: DataContract
+    # The training rows as the model takes them (encode_frame), once fitted: the baseline counts them again.
+    x_train: pd.DataFrame | None = None
 
 
 @dataclass
@@ -408,6 +409,8 @@ class Evaluation:
     held_out: HeldOutEvaluation | None
     golden: GoldenSample
     outputs: Outputs
+    # The held-out rows as the model takes them (encode_frame), which `outputs` are the pipeline's outputs on.
+    x_test: pd.DataFrame
 
 
 def train(
@@ -440,10 +443,14 @@ def train(
             evaluation.golden,
             parts.x_test,
             evaluation.outputs.prediction.labels,
+            encoded=evaluation.x_test,
+            probabilities=evaluation.outputs.prediction.probabilities,
         )
         step.done(servable_by(runtimes))
     # What the monitor compares live traffic with (sklambda/monitoring.py), checksummed with the version.
-    baseline = training_baseline(parts.x_train, prepared.contract, evaluation.outputs.prediction.labels)
+    # Counted on the encoded rows: the same numbers and categories as the raw ones give, without encoding again.
+    encoded_train = parts.x_train if prepared.x_train is None else prepared.x_train
+    baseline = training_baseline(encoded_train, prepared.contract, evaluation.outputs.prediction.labels)
     files[BASELINE_FILE] = baseline.to_bytes()
     manifest = Manifest(
         name=config.model.name,
@@ -528,7 +535,8 @@ def fit_model(prepared: Prepared, progress: Progress) -> float:
     parts = prepared.parts
     estimator = final_estimator(prepared.pipeline)
     with progress.step("fit", f"{type(estimator).__name__} on {len(parts.x_train):,} rows"):
-        seconds = fit(prepared.pipeline, encode_frame(parts.x_train, prepared.contract), parts.y_train)
+        prepared.x_train = encode_frame(parts.x_train, prepared.contract)
+        seconds = fit(prepared.pipeline, prepared.x_train, parts.y_train)
     if prepared.task == "classification":
         classes = labels_to_json(prepared.pipeline.classes_)
         prepared.contract = prepared.contract.model_copy(update={"classes": classes})
@@ -540,13 +548,8 @@ def evaluate_model(prepared: Prepared, config: TrainingConfig, progress: Progres
     with progress.step("evaluate", f"{len(parts.x_test):,} held-out rows, feature importance") as step:
         x_test = encode_frame(parts.x_test, prepared.contract)
         # Once, for the metrics, the report's summaries and the gate's invariants.
-        outputs = Outputs(
-            Prediction(
-                labels=np.asarray(pipeline.predict(x_test)),
-                probabilities=pipeline.predict_proba(x_test) if hasattr(pipeline, "predict_proba") else None,
-            ),
-            getattr(pipeline, "classes_", None),
-        )
+        labels, probabilities = predict_with_probabilities(pipeline, x_test)
+        outputs = Outputs(Prediction(labels=labels, probabilities=probabilities), getattr(pipeline, "classes_", None))
         predictions = outputs.prediction.labels
         metrics = evaluate(outputs, x_test, parts.y_test, prepared.task, predictions)
         held_out = held_out_evaluation(
@@ -554,7 +557,7 @@ def evaluate_model(prepared: Prepared, config: TrainingConfig, progress: Progres
         )
         golden = golden_sample(pipeline, parts.x_test, prepared.contract, config.evaluation.golden_rows)
         step.done(f"{metric.name}={metrics.get(metric.name)} on {len(parts.x_test):,} held-out rows")
-    return Evaluation(metrics=metrics, held_out=held_out, golden=golden, outputs=outputs)
+    return Evaluation(metrics=metrics, held_out=held_out, golden=golden, outputs=outputs, x_test=x_test)
 
 
 def convert(prepared: Prepared, config: TrainingConfig, progress: Progress) -> tuple[bytes | None, RuntimeSupport]:
@@ -570,10 +573,11 @@ def golden_sample(pipeline: Any, x_test: pd.DataFrame, contract: DataContract, r
     """Held-out rows with the pipeline's outputs, stored with the version: serving must reproduce them."""
     sample = x_test.head(rows)
     encoded = encode_frame(sample, contract)
-    predictions = labels_to_json(pipeline.predict(encoded))
+    labels, scores = predict_with_probabilities(pipeline, encoded, probabilities=contract.task == "classification")
+    predictions = labels_to_json(labels)
     probabilities = None
-    if contract.task == "classification" and hasattr(pipeline, "predict_proba"):
-        probabilities = pipeline.predict_proba(encoded).tolist()
+    if scores is not None:
+        probabilities = scores.tolist()
     else:
         predictions = [float(value) for value in predictions]
     return GoldenSample(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 
 from sklambda.contract import MISSING_CATEGORY, canonical_category
-from sklambda.contract_derivation import canonical_categories, frame_problems
+from sklambda.contract_derivation import canonical_categories, category_counts, frame_problems
 from sklambda.manifest import Manifest
 from training.champion import Champion
 from training.config import TrainingConfig
@@ -55,18 +55,24 @@ def validate_table(frame: pd.DataFrame, config: TrainingConfig, scored_champion:
     problems.extend(schema)
     if schema:
         return problems  # the rest compares columns that are not there or not numbers
-    problems.extend(_drift(frame, champion, config))
+    labels = None
+    if champion.task == "classification" and champion.classes is not None:
+        labels = canonical_categories(frame[target])
+    problems.extend(_drift(frame, champion, config, labels))
     if problems or settings.max_champion_metric_drop is None or not rows:
         return problems
     scored = frame
-    if champion.task == "classification" and champion.classes is not None:
+    if labels is not None and champion.classes is not None:
         # Rows of classes the champion never predicts cannot be scored (log_loss); their share is checked above.
-        scored = frame[canonical_categories(frame[target]).isin({canonical_category(c) for c in champion.classes})]
+        scored = frame[labels.isin({canonical_category(c) for c in champion.classes})]
     if len(scored) > CHAMPION_SAMPLE_ROWS:
         scored = scored.sample(CHAMPION_SAMPLE_ROWS, random_state=config.evaluation.random_state)
     if scored.empty:
         return problems
-    champion_metrics = evaluate(scored_champion.outputs(scored), scored, scored[target], champion.task)
+    # Only the metric compared: the others (ranking metrics above all) would cost more than the scoring itself.
+    champion_metrics = evaluate(
+        scored_champion.outputs(scored), scored, scored[target], champion.task, only=champion.metric.name
+    )
     drop = _metric_drop(champion, champion_metrics)
     if drop is not None and drop > settings.max_champion_metric_drop:
         name = champion.metric.name
@@ -88,7 +94,21 @@ def _metric_drop(champion: Manifest, on_new_rows: dict[str, float]) -> float | N
     return before - now if champion.metric.greater_is_better else now - before
 
 
-def _drift(frame: pd.DataFrame, champion: Manifest, config: TrainingConfig) -> list[str]:
+def _unseen(counts: pd.Series, known: set[str]) -> int:
+    """Rows of present categories outside `known`."""
+    categories = counts.index.to_series()
+    return int(counts[(categories != MISSING_CATEGORY) & ~categories.isin(known)].sum())
+
+
+def _examples(column: pd.Series, known: set[str]) -> str:
+    """The most frequent present categories outside `known` (only when a problem is reported: row by row)."""
+    encoded = canonical_categories(column)
+    outside = (encoded != MISSING_CATEGORY) & ~encoded.isin(known)
+    return ", ".join(repr(value) for value in encoded[outside].value_counts().index[:EXAMPLES])
+
+
+def _drift(frame: pd.DataFrame, champion: Manifest, config: TrainingConfig, labels: pd.Series | None) -> list[str]:
+    """`labels`: the target's canonical categories (classification against a champion with classes)."""
     settings = config.data
     total = len(frame)
     problems: list[str] = []
@@ -98,12 +118,11 @@ def _drift(frame: pd.DataFrame, champion: Manifest, config: TrainingConfig) -> l
         column = frame[feature.name]
         if feature.kind == "categorical":
             allowed = set(feature.categories or ())
-            encoded = canonical_categories(column)
-            unseen = encoded[(encoded != MISSING_CATEGORY) & ~encoded.isin(allowed)]
-            if len(unseen) / total > settings.max_unseen_category_share:
-                examples = ", ".join(repr(value) for value in unseen.value_counts().index[:EXAMPLES])
+            unseen = _unseen(category_counts(column), allowed)
+            if unseen / total > settings.max_unseen_category_share:
+                examples = _examples(column, allowed)
                 problems.append(
-                    f"drift: column {feature.name!r}: {_share(len(unseen), total)} have categories the champion "
+                    f"drift: column {feature.name!r}: {_share(unseen, total)} have categories the champion "
                     f"never saw ({examples}; > [data].max_unseen_category_share {settings.max_unseen_category_share})"
                 )
         elif feature.minimum is not None and feature.maximum is not None:
@@ -122,14 +141,13 @@ def _drift(frame: pd.DataFrame, champion: Manifest, config: TrainingConfig) -> l
                     f"drift: column {feature.name!r}: {_share(missing, total)} are missing; the champion never "
                     "saw it missing"
                 )
-    if champion.task == "classification" and champion.classes is not None:
-        labels = canonical_categories(frame[champion.target])
+    if labels is not None and champion.classes is not None:
         known = {canonical_category(label) for label in champion.classes}
-        new = labels[~labels.isin(known)]
-        if len(new) / total > settings.max_unseen_category_share:
-            examples = ", ".join(repr(value) for value in new.value_counts().index[:EXAMPLES])
+        new = int((~labels.isin(known)).sum())
+        if new / total > settings.max_unseen_category_share:
+            examples = ", ".join(repr(value) for value in labels[~labels.isin(known)].value_counts().index[:EXAMPLES])
             problems.append(
-                f"drift: the target {champion.target!r}: {_share(len(new), total)} have classes the champion "
+                f"drift: the target {champion.target!r}: {_share(new, total)} have classes the champion "
                 f"never predicted ({examples})"
             )
     return problems

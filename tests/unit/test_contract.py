@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from sklambda.contract import MISSING_CATEGORY, ContractViolation, DataContract, Problem, canonical_category
-from sklambda.contract_derivation import canonical_categories, derive_contract, encode_frame
+from sklambda.contract_derivation import canonical_categories, category_counts, derive_contract, encode_frame
 from sklambda.request_validation import RequestValidator, columns_from_records
 
 pytestmark = pytest.mark.unit
@@ -197,6 +197,64 @@ def test_canonical_categories_equal_canonical_category_value_by_value(values: li
         assert encoded.tolist() == [canonical_category(value) for value in column.tolist()]
         assert encoded.index.equals(column.index)
         assert encoded.dtype == object
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["Biscoe", None, "Dream"],
+        [1, 2, None],
+        [1.0, 2.5, float("nan")],
+        [1, 2.5],
+        [True, False, None],
+        [True, 1, 1.0],
+        ["a", 1, True],
+        [b"raw", b"bytes"],
+        [None, None],
+    ],
+)
+def test_value_type_is_decided_as_value_by_value(values: list[object]) -> None:
+    # Given a categorical column (object dtype, and the dtype pandas infers)
+    for column in (pd.Series(values, dtype=object), pd.Series(values)):
+        # When its contract is derived (the kind of its values inferred by pandas in one pass)
+        contract = derive_contract(
+            pd.DataFrame({"c": column}), numeric=[], categorical=["c"], target="t", task="classification"
+        )
+        # Then the value type is the one the present values' Python types give
+        kinds = {type(value) for value in column.dropna().tolist()}
+        if kinds and kinds <= {bool, np.bool_}:
+            expected = "boolean"
+        elif kinds and all(issubclass(kind, int | float | np.integer | np.floating) for kind in kinds):
+            expected = "number"
+        else:
+            expected = "string"
+        assert contract.features[0].value_type == expected
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["Biscoe", None, "Dream", "Biscoe", float("nan"), "Atlantis"],  # text with nulls, one unseen
+        [2007, 2008, None, 2008],  # numbers as categories
+        [1.0, 2.5, float("nan"), 1.0, 1],
+        [True, False, None, True],  # booleans
+        [True, 1, 1.0, False, 0, None],  # equal as keys, different categories
+        [None, None],
+        ["a", 1, True, "a"],
+        [],
+    ],
+)
+def test_category_counts_equal_counting_every_row_encoded(values: list[object]) -> None:
+    # Given a column (object dtype, the dtype pandas infers, and pandas' string dtype for text)
+    columns = [pd.Series(values, dtype=object), pd.Series(values)]
+    if all(isinstance(value, str) or value is None or value != value for value in values):
+        columns.append(pd.Series(values, dtype="str"))
+    for column in columns:
+        # When counting its categories once per distinct value
+        counts = category_counts(column)
+        # Then each category has as many rows as encoding every row gives
+        expected = canonical_categories(column).value_counts()
+        assert counts.sort_index().to_dict() == expected.sort_index().to_dict()
 
 
 def test_the_summary_counts_the_other_problems_in_words() -> None:

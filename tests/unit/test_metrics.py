@@ -59,6 +59,21 @@ def test_multi_class_ranking_metrics_are_macro_one_vs_rest() -> None:
     assert metrics["average_precision"] == round(expected_ap, 6)
 
 
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_one_metric_alone_is_the_same_as_among_all(task: str) -> None:
+    # Given a fitted model of the task (three classes: every classification metric applies)
+    x, labels = make_classification(n_samples=400, n_features=5, n_informative=3, n_classes=3, random_state=5)
+    model = LogisticRegression(max_iter=1000) if task == "classification" else Ridge()
+    y = pd.Series(labels if task == "classification" else x[:, 0] * 3 + labels)
+    model.fit(x, y)
+    # When each metric is computed alone (what validation needs) and all at once (the evaluate stage)
+    every = evaluate(model, x, y, task)  # type: ignore[arg-type]
+    for name, value in every.items():
+        # Then each is the same number, and alone
+        assert evaluate(model, x, y, task, only=name) == {name: value}  # type: ignore[arg-type]
+    assert len(every) == (6 if task == "classification" else 4)
+
+
 def test_regression_has_mape_with_r2_rmse_and_mae() -> None:
     rng = np.random.default_rng(1)
     x = pd.DataFrame({"a": rng.uniform(1, 10, 200)})

@@ -52,6 +52,38 @@ def test_clean_drops_rows_without_target_and_blank_text() -> None:
     assert report.describe() == "2 of 3 rows kept (dropped 1 rows without a target)"
 
 
+@pytest.mark.parametrize("dtype", [object, "str"])
+def test_clean_strips_text_columns_as_value_by_value_and_leaves_the_table_alone(dtype: object) -> None:
+    # Given text columns (pandas' string dtype as read from a CSV, or plain objects) with blanks, padding and
+    # missing values, and an object column mixing text with numbers
+    text = [" Dream ", "", None, "Biscoe", float("nan"), "  ", "Biscoe"]
+    frame = pd.DataFrame(
+        {
+            "y": pd.Series(["a", "b", "c", None, "a", "b", "c"], dtype=dtype),  # type: ignore[call-overload]
+            "island": pd.Series(text, dtype=dtype),  # type: ignore[call-overload]
+            "mixed": pd.Series([" x ", 1, True, None, "", 2.5, "x"], dtype=object),
+            "mass": [1.0, 2.0, None, 4.0, 5.0, 6.0, 7.0],
+        }
+    )
+    before = frame.copy()
+    # When cleaning it
+    cleaned, _ = clean(frame, "y")
+    # Then each text value is stripped (blank: missing, as None) as stripping value by value gives
+    kept = frame["y"].notna().to_numpy()
+
+    def stripped(value: object) -> object:
+        if isinstance(value, str):
+            return value.strip() or None
+        return None if pd.isna(value) else value  # type: ignore[call-overload]
+
+    for name in ("y", "island", "mixed"):
+        assert cleaned[name].dtype == object
+        assert cleaned[name].tolist() == [stripped(value) for value in frame[name][kept].tolist()]
+    assert cleaned["mass"].tolist()[:2] == [1.0, 2.0]
+    # And the caller's table is unchanged
+    pd.testing.assert_frame_equal(frame, before)
+
+
 def test_clean_names_the_columns_when_the_target_is_missing() -> None:
     with pytest.raises(DataError, match="target column 'nope' is not in the data; columns are: a, b"):
         clean(pd.DataFrame({"a": [1], "b": [2]}), "nope")

@@ -29,6 +29,30 @@ if TYPE_CHECKING:
 # Values that compare equal across these kinds (True == 1 == 1.0) but encode differently ("true" vs "1").
 _BOOLEANS = (bool, np.bool_)
 _NUMBERS = (int, float, np.integer, np.floating)
+# pandas' inferred kinds (one pass in C, where a set of every value's type is a Python call per row) that hold
+# one kind of value only, booleans never mixed with numbers: "integer" excludes booleans, "boolean" numbers.
+_UNMIXED = frozenset({"string", "empty", "boolean", "integer", "floating"})
+# The value type those kinds (of present values) give; any other kind is decided value by value.
+_VALUE_TYPES: dict[str, ValueType] = {
+    "string": "string",
+    "empty": "string",
+    "boolean": "boolean",
+    "integer": "number",
+    "floating": "number",
+    "mixed-integer-float": "number",
+}
+
+
+def _is_missing(value: Any) -> bool:
+    from pandas import isna
+
+    return bool(isna(value))
+
+
+def _infer_dtype(column: pd.Series) -> str:
+    from pandas.api.types import infer_dtype  # the caller has pandas: this module never imports it at the top
+
+    return str(infer_dtype(column, skipna=True))
 
 
 def canonical_categories(column: pd.Series) -> pd.Series:
@@ -37,7 +61,7 @@ def canonical_categories(column: pd.Series) -> pd.Series:
     Computed once per distinct value (a million rows hold a handful of categories: value by value, 100 000 rows
     took ~0.15 s a column), except in an object column mixing booleans with numbers, where distinct values are
     not distinct categories: there, value by value."""
-    if column.dtype == object:
+    if column.dtype == object and _infer_dtype(column) not in _UNMIXED:
         kinds = set(map(type, column.tolist()))
         if any(issubclass(kind, _BOOLEANS) for kind in kinds) and any(
             issubclass(kind, _NUMBERS) and not issubclass(kind, _BOOLEANS) for kind in kinds
@@ -46,6 +70,18 @@ def canonical_categories(column: pd.Series) -> pd.Series:
     codes, distinct = column.factorize()  # missing values get code -1: the last entry of the table
     table = np.array([*map(canonical_category, distinct.tolist()), MISSING_CATEGORY], dtype=object)
     return type(column)(table[codes], index=column.index, name=column.name, dtype=object)
+
+
+def category_counts(column: pd.Series) -> pd.Series:
+    """How many rows hold each category (canonical_category; MISSING_CATEGORY for missing values), counted once per
+    distinct value: a column of 100 000 rows and a handful of values is hashed once, not encoded row by row.
+    An object column mixing booleans with numbers is encoded value by value (True and 1 are one key to pandas,
+    two categories here), as canonical_categories does."""
+    if column.dtype == object and _infer_dtype(column) not in _UNMIXED:
+        return canonical_categories(column).value_counts()
+    counts = column.value_counts(dropna=False)
+    keys = [MISSING_CATEGORY if _is_missing(value) else canonical_category(value) for value in counts.index.tolist()]
+    return counts.groupby(keys, sort=False).sum()
 
 
 def derive_contract(
@@ -95,6 +131,9 @@ def derive_contract(
 
 
 def _value_type_of(values: pd.Series) -> ValueType:
+    inferred = _infer_dtype(values)
+    if inferred in _VALUE_TYPES:
+        return _VALUE_TYPES[inferred]
     kinds = {type(value) for value in values.tolist()}
     if kinds and kinds <= {bool, np.bool_}:
         return "boolean"

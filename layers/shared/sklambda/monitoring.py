@@ -109,7 +109,12 @@ def numeric_baseline(values: np.ndarray, bins: int = DEFAULT_BINS) -> NumericBas
 
 
 def categorical_baseline(categories: Iterable[str]) -> CategoricalBaseline:
-    counts = Counter(categories)
+    return categorical_baseline_of_counts(Counter(categories))
+
+
+def categorical_baseline_of_counts(rows_per_category: Mapping[Any, int]) -> CategoricalBaseline:
+    """The baseline of a column from how many rows hold each category (MISSING_CATEGORY: missing values)."""
+    counts = {str(category): int(count) for category, count in rows_per_category.items()}
     missing = counts.pop(MISSING_CATEGORY, 0)
     present = sum(counts.values())
     total = present + missing
@@ -134,7 +139,7 @@ def training_baseline(
 ) -> Baseline:
     """The baseline of a version: its training rows per contract column (encoded as serving encodes them), and
     its outputs on the held-out rows."""
-    from sklambda.contract_derivation import canonical_categories
+    from sklambda.contract_derivation import category_counts
 
     features: dict[str, NumericBaseline | CategoricalBaseline] = {}
     for feature in contract.features:
@@ -142,7 +147,8 @@ def training_baseline(
         if feature.kind == "numeric":
             features[feature.name] = numeric_baseline(column.to_numpy(dtype=np.float64, na_value=np.nan))
         else:
-            features[feature.name] = categorical_baseline(canonical_categories(column).tolist())
+            # Counted once per distinct value, not row by row (the same counts: sklambda.contract_derivation).
+            features[feature.name] = categorical_baseline_of_counts(category_counts(column).to_dict())
     return Baseline(rows=len(x_train), features=features, output=output_baseline(contract.task, predictions))
 
 
