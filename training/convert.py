@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import onnx
@@ -87,10 +87,17 @@ def _options_taken_as_given(options: dict[Any, Any]) -> Iterator[None]:
     import skl2onnx._parse as parse_module
     import skl2onnx.convert as convert_module
 
-    resolve = convert_module._process_options
+    resolve: Callable[[Any, Any], Any] | None = getattr(convert_module, "_process_options", None)
+    if resolve is None or getattr(parse_module, "_process_options", None) is not resolve:
+        # Another skl2onnx than the one this was written for: convert the usual way (slower for forests) rather
+        # than fail, which would store every pipeline for the scikit-learn runtime only.
+        yield
+        return
+
+    usual = resolve
 
     def as_given(model: Any, given: Any) -> Any:
-        return given if given is options else resolve(model, given)
+        return given if given is options else usual(model, given)
 
     convert_module._process_options = parse_module._process_options = as_given
     try:
