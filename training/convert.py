@@ -17,7 +17,7 @@ import contextlib
 import importlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import onnx
 from onnx import TensorProto, helper
@@ -87,14 +87,14 @@ def _options_taken_as_given(options: dict[Any, Any]) -> Iterator[None]:
     import skl2onnx._parse as parse_module
     import skl2onnx.convert as convert_module
 
-    resolve: Callable[[Any, Any], Any] | None = getattr(convert_module, "_process_options", None)
-    if resolve is None or getattr(parse_module, "_process_options", None) is not resolve:
+    resolve = getattr(convert_module, "_process_options", None)
+    if not callable(resolve) or getattr(parse_module, "_process_options", None) is not resolve:
         # Another skl2onnx than the one this was written for: convert the usual way (slower for forests) rather
         # than fail, which would store every pipeline for the scikit-learn runtime only.
         yield
         return
 
-    usual = resolve
+    usual = cast("Callable[[Any, Any], Any]", resolve)
 
     def as_given(model: Any, given: Any) -> Any:
         return given if given is options else usual(model, given)
