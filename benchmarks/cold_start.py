@@ -2,8 +2,9 @@
 `python -m benchmarks`).
 
 Both sides run in `python -I -S -B` whose sys.path is what Lambda gives the function: its code, its layers (as
-built: slimmed, with the .pyc the layers ship; our own code has none, as `sam build` ships it), then what the
-Lambda runtime provides (boto3, botocore...); -B because /var/task and /opt are read-only.
+built: slimmed, with the .pyc the layers ship, the SharedCodeLayer's own included: layers/shared/Makefile; the
+handler module itself has none, as `sam build` ships a function), then what the Lambda runtime provides (boto3,
+botocore...); -B because /var/task and /opt are read-only.
 
 - cold start: importing the handler (init: it fetches the champion, verifies its checksums, loads it and runs its
   parity self-test) and answering one single-row POST /predict;

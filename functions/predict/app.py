@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -40,7 +41,6 @@ from sklambda.emf import fast_metrics
 from sklambda.errors import HttpError, ModelUnavailable, SklambdaError
 from sklambda.http import bootstrap, error_reply, lambda_response, log_error, whole_number
 from sklambda.http import request_id as request_id_of
-from sklambda.openapi import build_spec
 from sklambda.runtimes import preload
 from sklambda.serving import LoadedModel, ModelCache, load_version
 from sklambda.settings import CaptureSettings, ServingSettings
@@ -146,6 +146,8 @@ def openapi(event: dict[str, Any], request_id: str) -> Response:
     except ModelUnavailable:
         model = None
     if model is None:
+        from sklambda.openapi import build_spec
+
         return lambda_response(200, dumps(build_spec(None, limits, details=settings.model_details)))
     return lambda_response(200, _documents(model).spec)
 
@@ -162,15 +164,25 @@ ROUTES: dict[tuple[str, str], Route] = {
 
 
 class _Documents:
-    """What depends only on the served version, built once per version: GET /model, GET /openapi.json, the
-    row limit and the metric name of each class."""
+    """What depends only on the served version, built once per version: the row limit and the metric name of
+    each class (every POST /predict needs them), GET /model and GET /openapi.json (each built by the first request
+    that asks for it: a cold start's first POST /predict does not pay for them, nor imports sklambda.openapi)."""
 
     def __init__(self, model: LoadedModel) -> None:
+        self.model = model
         self.version = model.version
         self.row_limit = row_limit(model.manifest.contract, limits)
-        self.description = dumps(model_description(model, limits, details=settings.model_details))
-        self.spec = dumps(build_spec(model, limits, details=settings.model_details))
         self.class_metrics = [metric_names.predicted_class(label) for label in model.manifest.classes or ()]
+
+    @cached_property
+    def description(self) -> str:
+        return dumps(model_description(self.model, limits, details=settings.model_details))
+
+    @cached_property
+    def spec(self) -> str:
+        from sklambda.openapi import build_spec
+
+        return dumps(build_spec(self.model, limits, details=settings.model_details))
 
 
 _documents_cache: dict[str, _Documents] = {}

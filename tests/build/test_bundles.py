@@ -280,6 +280,20 @@ def test_layer_ships_pyc_as_decided(layer: str) -> None:
 
 
 @pytest.mark.usefixtures("fresh_build")
+def test_shared_code_layer_ships_a_pyc_for_every_module() -> None:
+    # Given our own code's layer as built (layers/shared/Makefile)
+    python = BUILD / "SharedCodeLayer" / "python"
+    sources = [*python.glob("sklambda/**/*.py"), *python.glob("sklambda_examples/**/*.py")]
+    # Then every module has its .pyc (the cold start compiles none of them; /opt is read-only), unchecked-hash
+    # based and naming its /opt/python path, as the third-party layers' are
+    assert sources
+    assert [source for source in sources if not _pyc(source).is_file()] == []
+    assert {int.from_bytes(_pyc(source).read_bytes()[4:8], "little") for source in sources} == {0b01}
+    code = marshal.loads(_pyc(python / "sklambda" / "serving.py").read_bytes()[16:])
+    assert code.co_filename == "/opt/python/sklambda/serving.py"
+
+
+@pytest.mark.usefixtures("fresh_build")
 @pytest.mark.parametrize("layer", sorted(DEPS_LAYERS))
 def test_layer_leaves_the_aws_sdk_to_the_runtime(layer: str) -> None:
     # Given a third-party layer as built

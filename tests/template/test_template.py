@@ -360,7 +360,7 @@ def test_model_details_are_full_only_behind_the_api_key(cfn: dict[str, Any], res
 @pytest.mark.parametrize(
     ("layer", "content", "build_method"),
     [
-        ("SharedCodeLayer", "layers/shared", "python3.12"),
+        ("SharedCodeLayer", "layers/shared", "makefile"),
         ("ServingDepsLayer", "layers/serving", "makefile"),
         ("TrainingDepsLayer", "layers/training", "makefile"),
         ("ServingSklearnDepsLayer", "layers/serving-sklearn", "makefile"),
@@ -381,6 +381,17 @@ def test_layer_is_built_for_python312_from_its_folder(
     assert properties["CompatibleRuntimes"] == ["python3.12"]
     assert properties["RetentionPolicy"] == "Delete"
     assert (ROOT / content).is_dir()
+
+
+def test_shared_layer_makefile_ships_our_packages_with_their_pyc() -> None:
+    # Given layers/shared/Makefile (BuildMethod makefile runs `make build-<LogicalId>`)
+    makefile = (ROOT / "layers" / "shared" / "Makefile").read_text()
+    # When looking for the target
+    # Then it copies both packages to python/ and compiles unchecked-hash .pyc recorded under /opt/python
+    assert "\nbuild-SharedCodeLayer:" in makefile
+    assert "PACKAGES := sklambda sklambda_examples" in makefile
+    assert "--invalidation-mode unchecked-hash" in makefile
+    assert "-p /opt/python" in makefile
 
 
 def test_training_layer_makefile_has_the_build_target() -> None:

@@ -24,8 +24,8 @@ with contextlib.redirect_stdout(io.StringIO()):
         aws_request_id = "probe"
         function_name = "predict"
     response = app.lambda_handler(event, Context())
-powertools = {name for name in sys.modules if name.startswith("aws_lambda_powertools.")}
-top_level = sorted({name.split(".")[0] for name in sys.modules} | powertools)
+submodules = {name for name in sys.modules if name.startswith(("aws_lambda_powertools.", "sklambda."))}
+top_level = sorted({name.split(".")[0] for name in sys.modules} | submodules)
 print(json.dumps({"status": response["statusCode"], "modules": top_level}))
 """
 
@@ -60,6 +60,17 @@ def test_the_onnx_runtime_never_imports_scikit_learn(trained_store: Path) -> Non
     assert modules & {"aws_xray_sdk", "asyncio", "boto3"} == set()
     assert "aws_lambda_powertools.logging" in modules
     assert not any(name.startswith("aws_lambda_powertools.event_handler") for name in modules)
+
+
+def test_the_first_prediction_builds_no_document_it_does_not_serve(trained_store: Path) -> None:
+    # Given a fresh interpreter (a cold start) with a local store
+    # When the predict function starts and answers its first POST /predict
+    status, modules = loaded_modules(trained_store, "onnx")
+    # Then the OpenAPI document was neither built nor imported (GET /openapi.json builds it when first asked:
+    # tests/unit/test_openapi.py), and the AWS module stayed out of a process that never touches AWS
+    assert status == 200
+    assert "sklambda.serving" in modules
+    assert modules & {"sklambda.openapi", "sklambda.aws", "sklambda.signing"} == set()
 
 
 def test_the_sklearn_runtime_serves_without_onnxruntime(trained_store: Path) -> None:

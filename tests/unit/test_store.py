@@ -140,6 +140,23 @@ def test_tampered_artifact_is_refused(store: ModelStore) -> None:
         store.artifact(manifest, "model.bin")
 
 
+def test_an_artifact_read_ahead_of_its_manifest_is_checked_like_any_read(store: ModelStore) -> None:
+    # Given a published version (the predict function starts reading its artifact before its manifest)
+    manifest = store.publish(make_manifest(), {"model.bin": b"original"})
+    # When its bytes come from a read started ahead
+    ahead = store.start_reading("demo", manifest.version, "model.bin")
+    # Then they are the artifact's
+    assert store.artifact(manifest, "model.bin", read=ahead) == b"original"
+    # And bytes changed in place are refused all the same
+    store.objects.put("demo/versions/000001/model.bin", b"tampered")
+    with pytest.raises(IntegrityError, match="does not match"):
+        store.artifact(manifest, "model.bin", read=store.start_reading("demo", manifest.version, "model.bin"))
+    # And a read that failed raises its own error when the bytes are asked for
+    missing = store.start_reading("demo", 7, "model.bin")
+    with pytest.raises(NotFound):
+        missing()
+
+
 def test_an_edited_manifest_that_was_not_resealed_fails_its_checksum(store: ModelStore) -> None:
     # Given a manifest edited after publish (metrics inflated), without recomputing its checksum
     store.publish(make_manifest(), {"model.bin": b"x"})

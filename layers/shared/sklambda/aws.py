@@ -28,7 +28,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError
@@ -206,14 +206,23 @@ def _endpoint(bucket: str) -> tuple[str, bool]:
     return f"https://{bucket}.s3.{region}.{domain}", False
 
 
+class _EnvironmentCredentials(NamedTuple):
+    """Keys from the environment, in the shape botocore's signer reads (its own frozen credentials,
+    botocore.credentials.ReadOnlyCredentials, are this same named tuple): importing botocore.credentials for them
+    (with dateutil's parser, the SSO token provider, subprocess...) was a measurable share of a cold start with
+    the model in S3."""
+
+    access_key: str
+    secret_key: str
+    token: str | None
+
+
 def _credentials() -> Any:
     """Lambda's (and CI's) environment variables, read at each request (SnapStart restores with new ones);
     else botocore's credential chain, refreshed by botocore."""
-    from botocore.credentials import Credentials
-
     key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
     if key and secret:
-        return Credentials(key, secret, os.environ.get("AWS_SESSION_TOKEN"))
+        return _EnvironmentCredentials(key, secret, os.environ.get("AWS_SESSION_TOKEN"))
     chain = _session().get_credentials()
     if chain is None:
         raise StoreUnavailable("no AWS credentials found (environment, profile or role)")

@@ -66,9 +66,15 @@ class LoadedModel:
 
 
 def load_version(
-    store: ModelStore, manifest: Manifest, runtime: RuntimeName, *, allow_unknown_fields: bool | None = None
+    store: ModelStore,
+    manifest: Manifest,
+    runtime: RuntimeName,
+    *,
+    allow_unknown_fields: bool | None = None,
+    read: Callable[[], bytes] | None = None,
 ) -> LoadedModel:
-    """Load a version for `runtime`: checksum first, then the runtime, then the parity self-test.
+    """Load a version for `runtime`: checksum first, then the runtime, then the parity self-test. `read`: the
+    artifact's bytes already on their way (`ModelStore.start_reading`), checked like any read.
 
     Raises VersionRefused / IntegrityError when the version must not be served."""
     started = time.perf_counter()
@@ -76,7 +82,7 @@ def load_version(
     if support is None or not support.supported:
         detail = support.detail if support is not None else "no artifact for it was stored"
         raise VersionRefused(f"{manifest.name} v{manifest.version} cannot be served by the {runtime} runtime: {detail}")
-    artifact = store.artifact(manifest, ARTIFACTS[runtime])
+    artifact = store.artifact(manifest, ARTIFACTS[runtime], read=read)
     predictor = load_predictor(runtime, artifact, manifest.contract)
     validator = RequestValidator(
         manifest.contract, allow_unknown_fields=allow_unknown_fields, number_type=NUMBER_TYPES[runtime]
@@ -263,8 +269,13 @@ class ModelCache:
             self._refused = self._public_refused = None
             return
         try:
+            # The artifact's read starts before the manifest's (its key follows from the alias): a cold start waits
+            # for one round trip to the store here, not two in a row. load_version checks it as any read.
+            artifact = self.store.start_reading(self.name, state.record.version, ARTIFACTS[self.runtime])
             manifest = self.store.manifest(self.name, state.record.version)
-            model = load_version(self.store, manifest, self.runtime, allow_unknown_fields=self.allow_unknown_fields)
+            model = load_version(
+                self.store, manifest, self.runtime, allow_unknown_fields=self.allow_unknown_fields, read=artifact
+            )
         except StoreUnavailable as error:
             # Transient: keep the old etag so the next refresh tries this version again.
             self._store_failed(error)

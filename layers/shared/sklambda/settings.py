@@ -32,7 +32,9 @@ _EmptyIsUnset = Annotated[str | None, BeforeValidator(lambda value: value or Non
 
 
 class _FromEnv(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    # Each settings class builds its validator when a process first reads it: a function reads one or two of
+    # them, and building every one at import was a measurable share of the predict function's cold start.
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:

@@ -26,6 +26,7 @@ the number is never reused and the record of why the version went remains.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -232,15 +233,44 @@ class ModelStore:
             )
         return manifest
 
-    def artifact(self, manifest: Manifest, file: str) -> bytes:
-        """An artifact's bytes, refused unless they match the sha256 recorded in the manifest."""
+    def start_reading(self, name: str, version: int, file: str) -> Callable[[], bytes]:
+        """Start reading a version's file in a background thread, for `artifact(..., read=...)`: the predict
+        function's cold start then waits for the artifact's round trip to a remote store while the manifest's
+        runs, not after it. Nothing read this way is trusted: `artifact` checks the signature and the sha256
+        first, as for any read. The returned function waits for the bytes, or raises what the read raised."""
+        outcome: list[bytes | Exception] = []
+
+        def read() -> None:
+            try:
+                outcome.append(self.objects.get(self._version_key(name, version, file)).data)
+            except Exception as error:  # re-raised by whoever asks for the bytes
+                outcome.append(error)
+
+        thread = threading.Thread(target=read, name=f"read-{file}", daemon=True)
+        thread.start()
+
+        def result() -> bytes:
+            thread.join()
+            if isinstance(outcome[0], Exception):
+                raise outcome[0]
+            return outcome[0]
+
+        return result
+
+    def artifact(self, manifest: Manifest, file: str, *, read: Callable[[], bytes] | None = None) -> bytes:
+        """An artifact's bytes, refused unless they match the sha256 recorded in the manifest. `read`: the bytes of
+        this very file (`start_reading(manifest.name, manifest.version, file)`) when they are already on their
+        way."""
         expected = manifest.artifacts.get(file)
         if expected is None:
             raise NotFound(f"{manifest.name} v{manifest.version} has no artifact {file!r}")
         if self.signing is not None and file.endswith(CODE_ARTIFACT_SUFFIXES):
             # Unpickling runs code: only what a publisher signed (the signature covers this file's sha256).
             self.signing.verify(manifest)
-        data = self.objects.get(self._version_key(manifest.name, manifest.version, file)).data
+        if read is None:
+            data = self.objects.get(self._version_key(manifest.name, manifest.version, file)).data
+        else:
+            data = read()
         actual = sha256_hex(data)
         if actual != expected:
             raise IntegrityError(
