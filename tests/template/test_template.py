@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -383,15 +385,33 @@ def test_layer_is_built_for_python312_from_its_folder(
     assert (ROOT / content).is_dir()
 
 
-def test_shared_layer_makefile_ships_our_packages_with_their_pyc() -> None:
-    # Given layers/shared/Makefile (BuildMethod makefile runs `make build-<LogicalId>`)
-    makefile = (ROOT / "layers" / "shared" / "Makefile").read_text()
-    # When looking for the target
-    # Then it copies both packages to python/ and compiles unchecked-hash .pyc recorded under /opt/python
-    assert "\nbuild-SharedCodeLayer:" in makefile
-    assert "PACKAGES := sklambda sklambda_examples" in makefile
-    assert "--invalidation-mode unchecked-hash" in makefile
-    assert "-p /opt/python" in makefile
+def test_shared_layer_makefile_ships_every_module_of_the_folder_with_its_pyc(tmp_path: Path) -> None:
+    # Given the folder as sam build copies it to a scratch directory, with a data scientist's own module and
+    # package next to ours (docs/training.md tells them to put custom pipeline code there)
+    scratch = tmp_path / "scratch"
+    shutil.copytree(ROOT / "layers" / "shared", scratch, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    (scratch / "churn_model.py").write_text("def build():\n    return 1\n")
+    (scratch / "own_features").mkdir()
+    (scratch / "own_features" / "__init__.py").write_text("RATIO = 2\n")
+    artifacts = tmp_path / "artifacts"
+    # When make runs the layer's target there, naming the checkout's Makefile (as BuildMethod makefile does)
+    subprocess.run(
+        ["make", "--makefile", str(ROOT / "layers" / "shared" / "Makefile"), "build-SharedCodeLayer",
+         f"ARTIFACTS_DIR={artifacts}"],
+        cwd=scratch, check=True, capture_output=True,
+    )  # fmt: skip
+    # Then every module is under python/ with an unchecked-hash .pyc naming its /opt/python path, and the build
+    # files are not
+    shipped = artifacts / "python"
+    for module in ("sklambda/store.py", "sklambda_examples/__init__.py", "churn_model.py", "own_features/__init__.py"):
+        source = shipped / module
+        assert source.is_file(), module
+        (compiled,) = (source.parent / "__pycache__").glob(f"{source.stem}.cpython-312.pyc")
+        flags = int.from_bytes(compiled.read_bytes()[4:8], "little")
+        assert flags == 0b01, f"{module}: not an unchecked-hash .pyc"
+        assert f"/opt/python/{module}".encode() in compiled.read_bytes()
+    assert not (shipped / "Makefile").exists()
+    assert not (shipped / "requirements.txt").exists()
 
 
 def test_training_layer_makefile_has_the_build_target() -> None:
