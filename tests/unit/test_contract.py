@@ -331,3 +331,20 @@ def test_a_single_row_gives_the_blocks_the_general_path_gives(
         [{**single, "wings": 2}]
     )
     np.testing.assert_array_equal(lenient.numeric, alone.numeric)
+
+
+@pytest.mark.parametrize(
+    "bad_rows",
+    [
+        [row(island=["Dream"]), row(island=["Dream"])],  # lists of one length: numpy would make a deeper block
+        [row(island=["Dream"]), row(island=["Dream", "Biscoe"])],  # lists of different lengths
+        [row(island={"name": "Dream"}), row()],
+        [row(sex="Dream"), row()],  # a category of another feature
+    ],
+)
+def test_the_bulk_path_refuses_what_is_not_a_known_category(contract: DataContract, bad_rows: list[object]) -> None:
+    # Given several rows with a value that is not one of its feature's category strings
+    found = problems_of(bad_rows, contract)
+    # Then the request is refused, naming the first row
+    assert found
+    assert found[0][0] == 0

@@ -189,12 +189,16 @@ class RequestValidator:
         categorical = None
         if strings is not None:
             try:
-                by_feature = zip(self._string_categories, zip(*strings, strict=True), strict=True)
+                categorical = np.array(strings, dtype=object)
+                # The block's columns as lists (numpy transposes faster than zip(*rows)); a value that is a list
+                # gives a block of another shape, or none (ValueError): the general path names it.
+                if categorical.shape != (len(rows), len(self._categorical)):
+                    return None
+                by_feature = zip(self._string_categories, categorical.T.tolist(), strict=True)
                 if not all(allowed.issuperset(column) for allowed, column in by_feature):
                     return None
-            except TypeError:  # an unhashable value
+            except (TypeError, ValueError):  # an unhashable value, or lists of different lengths
                 return None
-            categorical = np.array(strings, dtype=object)
         return Columns(wide.astype(self._number_type), categorical, self._where)
 
     def _valid_row(self, row: Any) -> Columns | None:
