@@ -209,6 +209,10 @@ def _record_version(version: int, now: float) -> None:
 def _record_classes(names: list[str], probabilities: np.ndarray) -> None:
     """One count per predicted class, from the probabilities: the label is the class of the highest one (exact
     ties aside); counting the label strings costs more (hashing or comparing each new string)."""
+    if len(probabilities) == 1:  # one row (most requests): a Python max costs less than numpy's reductions
+        scores = probabilities[0].tolist()
+        metrics.add_metric(name=names[scores.index(max(scores))], unit=MetricUnit.Count, value=1)
+        return
     counts = np.bincount(np.argmax(probabilities, axis=1), minlength=len(names))
     for name, count in zip(names, counts.tolist(), strict=False):
         if count:

@@ -263,3 +263,88 @@ def test_the_summary_counts_the_other_problems_in_words() -> None:
     assert str(ContractViolation([one, two])).endswith("must not be null (and 1 more problem)")
     assert str(ContractViolation([one, two, three])).endswith("must not be null (and 2 more problems)")
     assert str(ContractViolation([one], total=120)).endswith("(and 119 more problems)")
+
+
+SINGLE_ROWS_REFUSED = [
+    row(year=True),  # bool is not a number (type(True) is bool, a subclass of int)
+    row(mass=False),
+    row(mass=float("nan")),
+    row(mass=float("inf")),
+    row(mass=1e19),
+    row(year=-(10**19)),
+    row(mass="4000"),
+    row(year=None),  # not nullable
+    row(island=None),
+    row(island="Mars"),  # unknown category
+    row(island=3),
+    row(island=["Dream"]),  # unhashable
+    row(sex=True),
+    row(wings=2),  # an extra field
+    {key: value for key, value in row().items() if key != "sex"},  # a missing one
+    {**{key: value for key, value in row().items() if key != "sex"}, "wings": 2},  # as many fields, not the same
+    [4000.0, 2008, "Dream", "female"],  # not an object
+    "row",
+]
+
+
+@pytest.mark.parametrize("refused", SINGLE_ROWS_REFUSED)
+def test_a_single_row_is_refused_as_it_is_among_others(contract: DataContract, refused: object) -> None:
+    # Given a bad row alone (the single-row path) and the same row after a good one (the bulk and general paths)
+    alone = problems_of([refused], contract)
+    among = problems_of([row(), refused], contract)
+    # Then both are refused with the same problems, for its row
+    assert alone == [(0 if problem_row == 1 else problem_row, field, message) for problem_row, field, message in among]
+
+
+@pytest.mark.parametrize(
+    "single",
+    [
+        row(),
+        row(mass=None, sex=None),  # nulls where training had them
+        row(year=2**53 + 2**29 + 1),  # an int that rounds differently if not through float64 first
+        row(mass=-1e18, year=10**18),  # the bounds themselves
+        row(mass=0.1, year=2009.0),
+    ],
+)
+@pytest.mark.parametrize("number_type", [np.float32, np.float64])
+def test_a_single_row_gives_the_blocks_the_general_path_gives(
+    contract: DataContract, single: dict[str, object], number_type: type[np.floating]
+) -> None:
+    # Given one valid row alone (the single-row path) and after a row with a null (the general path)
+    validator = RequestValidator(contract, number_type=number_type)
+    alone = validator.records([single])
+    general = validator.records([row(mass=None), single])
+    # Then the blocks are the same: types, shapes, values (NaN for a null) and category strings
+    assert alone.numeric is not None
+    assert general.numeric is not None
+    assert alone.categorical is not None
+    assert general.categorical is not None
+    assert alone.numeric.dtype == general.numeric.dtype == number_type
+    assert alone.numeric.shape == (1, 2)
+    assert alone.numeric.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(alone.numeric, general.numeric[1:])
+    assert alone.categorical.shape == (1, 2)
+    assert alone.categorical.tolist() == general.categorical[1:].tolist()
+    assert alone["sex"].ravel().tolist() == [MISSING_CATEGORY if single["sex"] is None else single["sex"]]
+    # And an unknown field is accepted where allowed
+    lenient = RequestValidator(contract, allow_unknown_fields=True, number_type=number_type).records(
+        [{**single, "wings": 2}]
+    )
+    np.testing.assert_array_equal(lenient.numeric, alone.numeric)
+
+
+@pytest.mark.parametrize(
+    "bad_rows",
+    [
+        [row(island=["Dream"]), row(island=["Dream"])],  # lists of one length: numpy would make a deeper block
+        [row(island=["Dream"]), row(island=["Dream", "Biscoe"])],  # lists of different lengths
+        [row(island={"name": "Dream"}), row()],
+        [row(sex="Dream"), row()],  # a category of another feature
+    ],
+)
+def test_the_bulk_path_refuses_what_is_not_a_known_category(contract: DataContract, bad_rows: list[object]) -> None:
+    # Given several rows with a value that is not one of its feature's category strings
+    found = problems_of(bad_rows, contract)
+    # Then the request is refused, naming the first row
+    assert found
+    assert found[0][0] == 0

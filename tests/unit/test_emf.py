@@ -60,7 +60,34 @@ def many_metrics(provider: Any) -> None:
     provider.flush_metrics()
 
 
-@pytest.mark.parametrize("calls", [requests, many_values, many_metrics])
+def default_dimensions(provider: Any) -> None:
+    # Default dimensions come back after every flush; a second dimension set lasts one flush
+    provider.set_default_dimensions(environment="prod", tier=2)
+    requests(provider)
+    provider.add_dimensions(route="predict")
+    provider.add_metric(name="Latency", unit=MetricUnit.Milliseconds, value=1.0)
+    provider.flush_metrics()
+    provider.set_default_dimensions(region="eu-west-1")
+    requests(provider)
+
+
+def cold_start(provider: Any) -> None:
+    # The handler's decorator: the cold-start metric (a document of its own) on the first call only
+    class Context:
+        function_name = "predict"
+
+    def handler(event: Any, context: Any) -> None:
+        provider.add_metric(name="Latency", unit=MetricUnit.Milliseconds, value=event)
+
+    decorated = provider.log_metrics(handler, capture_cold_start_metric=True)
+    from aws_lambda_powertools.metrics.provider import cold_start as flag
+
+    flag.is_cold_start = True
+    for event in (1.0, 2.0, 3.0):
+        decorated(event, Context())
+
+
+@pytest.mark.parametrize("calls", [requests, many_values, many_metrics, default_dimensions, cold_start])
 def test_the_same_documents_as_powertools(calls: Callable[[Any], None], capsys: pytest.CaptureFixture[str]) -> None:
     # Given the same calls on Powertools' provider and on ours
     expected = documents(AmazonCloudWatchEMFProvider, calls, capsys)

@@ -337,6 +337,22 @@ def test_metrics_for_a_prediction(
     assert 0 < found["Latency"][0] < 10_000
 
 
+def test_a_single_row_counts_its_predicted_class(
+    predict_app: ModuleType, lambda_context: LambdaContext, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a warm function
+    call(predict_app, load_event("health"), lambda_context)
+    capsys.readouterr()
+    # When each row of the sample request is predicted alone
+    rows = json.loads(load_event("predict")["body"])["instances"]
+    for one in rows:
+        status, reply = call(predict_app, with_body(json.dumps({"instances": [one]})), lambda_context)
+        assert status == 200
+        # Then the one class counted is the label answered
+        counted = {name: value for name, value in metrics_of(capsys).items() if name.startswith("Predicted_")}
+        assert counted == {f"Predicted_{reply['predictions'][0]}": [1.0]}
+
+
 def test_metrics_for_errors_by_kind_and_cold_start(
     fresh_handler: Callable[..., ModuleType],
     local_store_copy: Path,

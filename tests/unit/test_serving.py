@@ -272,3 +272,16 @@ def test_a_version_converted_with_one_input_per_column_still_loads_and_serves(lo
     assert old.probabilities is not None
     assert new.probabilities is not None
     np.testing.assert_allclose(old.probabilities, new.probabilities, atol=1e-6)
+
+
+@pytest.mark.parametrize("size", [1, 3, 64, 65, 3000])
+@pytest.mark.parametrize("bad", [None, np.nan, np.inf, -np.inf])
+def test_the_finite_check_agrees_with_numpy_at_every_size(size: int, bad: float | None) -> None:
+    # Given scores of a small or large request, all finite or with one NaN / infinity
+    from sklambda.serving import _all_finite
+
+    scores = np.linspace(-3e38, 3e38, size, dtype=np.float32).reshape(-1, 1 if size % 3 else 3)
+    if bad is not None:
+        scores.flat[size // 2] = bad
+    # Then the check says what np.isfinite says
+    assert _all_finite(scores) == bool(np.isfinite(scores).all()) == (bad is None)

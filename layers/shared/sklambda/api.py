@@ -87,6 +87,8 @@ class PredictRequest:
 
 def check_content_type(value: str | None) -> None:
     """Only JSON, in UTF-8 (the charset parameter may say so, or be absent)."""
+    if value == MEDIA_TYPE:  # the usual header, as most clients spell it: nothing to parse
+        return
     if value is None:
         raise RequestError(415, f"missing Content-Type: send {MEDIA_TYPE}", kind="UnsupportedMediaType")
     media_type, _, parameters = value.partition(";")
