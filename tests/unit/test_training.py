@@ -335,3 +335,38 @@ def test_permutation_importances_equal_scikit_learns(task: str, metric_name: str
     np.testing.assert_allclose(means, expected.importances_mean, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(stds, expected.importances_std, rtol=1e-9, atol=1e-12)
     assert np.abs(means).max() > 0
+
+
+@pytest.mark.parametrize("classes", [2, 3, 5])
+@pytest.mark.parametrize("seed", range(6))
+def test_ranking_metrics_equal_scikit_learns_exactly(classes: int, seed: int) -> None:
+    # Given held-out labels (as class codes) and probabilities with many ties (rounded), some classes rare
+    rng = np.random.default_rng(seed)
+    rows = int(rng.integers(20, 3000))
+    truth = rng.choice(classes, size=rows, p=np.linspace(1, 3, classes) / np.linspace(1, 3, classes).sum())
+    raw = rng.random((rows, classes)) + np.eye(classes)[truth] * rng.random()
+    scores = np.round(raw / raw.sum(axis=1, keepdims=True), int(rng.integers(1, 6)))
+    scores = scores / scores.sum(axis=1, keepdims=True)
+    labels = np.arange(classes)
+    # When our ranking metrics and scikit-learn's score them
+    if classes == 2:
+        expected_auc = roc_auc_score(truth == 1, scores[:, 1])
+        expected_ap = average_precision_score(truth == 1, scores[:, 1])
+    else:
+        expected_auc = roc_auc_score(truth, scores, multi_class="ovr", average="macro", labels=list(labels))
+        indicator = label_binarize(truth, classes=list(labels))
+        present = indicator.any(axis=0)
+        expected_ap = average_precision_score(indicator[:, present], scores[:, present], average="macro")
+    # Then the values are the same floats, not merely close
+    assert evaluate_module.roc_auc(truth, scores, labels) == float(expected_auc)
+    assert evaluate_module.average_precision(truth, scores, labels) == float(expected_ap)
+
+
+def test_ranking_metrics_refuse_what_scikit_learn_refuses() -> None:
+    # Given multi-class scores that are not probabilities, and binary scores with a NaN
+    truth = np.array([0, 1, 2, 0, 1, 2])
+    # Then scikit-learn's error is raised as before
+    with pytest.raises(ValueError, match="probabilities"):
+        evaluate_module.roc_auc(truth, np.full((6, 3), 0.5), np.arange(3))
+    with pytest.raises(ValueError, match="NaN"):
+        evaluate_module.roc_auc(truth % 2, np.array([0.1, 0.2, np.nan, 0.4, 0.5, 0.6]), np.arange(2))
