@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -86,12 +87,23 @@ def evaluate(
     if task == "classification":
         labels = pipeline.classes_
         truth, predicted, classes = _as_codes(y, predictions, labels)
+        counted = _code_counts(truth, predicted, classes)
         if wanted("accuracy"):
-            scores["accuracy"] = sk_metrics.accuracy_score(truth, predicted)
+            scores["accuracy"] = (
+                sk_metrics.accuracy_score(truth, predicted) if counted is None else float(np.mean(truth == predicted))
+            )
         if wanted("balanced_accuracy"):
-            scores["balanced_accuracy"] = sk_metrics.balanced_accuracy_score(truth, predicted)
+            scores["balanced_accuracy"] = (
+                sk_metrics.balanced_accuracy_score(truth, predicted)
+                if counted is None
+                else _balanced_accuracy(_present(counted))
+            )
         if wanted("f1_macro"):
-            scores["f1_macro"] = sk_metrics.f1_score(truth, predicted, average="macro")
+            scores["f1_macro"] = (
+                sk_metrics.f1_score(truth, predicted, average="macro")
+                if counted is None
+                else _f1_macro(_present(counted))
+            )
         class_scores = _class_scores(pipeline, x) if wanted("log_loss", "roc_auc", "average_precision") else None
         if class_scores is not None and class_scores.ndim == 2 and wanted("log_loss"):
             scores["log_loss"] = sk_metrics.log_loss(truth, class_scores, labels=classes)
@@ -110,6 +122,44 @@ def evaluate(
         if wanted("mape"):
             scores["mape"] = sk_metrics.mean_absolute_percentage_error(y, predictions)
     return {name: round(float(value), 6) for name, value in scores.items() if np.isfinite(value)}
+
+
+def _code_counts(truth: Any, predicted: Any, classes: Any) -> np.ndarray | None:
+    """The confusion matrix (truth by prediction, every class) when the labels are class codes (0..k-1, as
+    _as_codes gives them): what scikit-learn's confusion matrix, accuracy, balanced accuracy and macro F1 count,
+    counted once (each of them validates and counts again, ~5-10 ms per call on 20 000 rows). None otherwise."""
+    truth, predicted, classes = np.asarray(truth), np.asarray(predicted), np.asarray(classes)
+    k = len(classes)
+    codes = truth.dtype.kind == "i" and predicted.dtype.kind == "i" and truth.ndim == 1 and predicted.ndim == 1
+    if not codes or k == 0 or len(truth) != len(predicted) or not np.array_equal(classes, np.arange(k)):
+        return None
+    if len(truth) == 0 or min(truth.min(), predicted.min()) < 0 or max(truth.max(), predicted.max()) >= k:
+        return None
+    return np.bincount(truth * k + predicted, minlength=k * k).reshape(k, k).astype(np.int64)
+
+
+def _present(counts: np.ndarray) -> np.ndarray:
+    """The confusion matrix over the classes present in truth or predictions (scikit-learn's unique_labels)."""
+    present = np.flatnonzero(counts.sum(axis=0) + counts.sum(axis=1))
+    return counts[np.ix_(present, present)]
+
+
+def _balanced_accuracy(counts: np.ndarray) -> float:
+    """balanced_accuracy_score from the confusion matrix, as scikit-learn computes it."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_class = np.diagonal(counts) / np.sum(counts, axis=1)
+    if np.any(np.isnan(per_class)):
+        warnings.warn("y_pred contains classes not in y_true", stacklevel=2)
+        per_class = per_class[~np.isnan(per_class)]
+    return float(np.mean(per_class))
+
+
+def _f1_macro(counts: np.ndarray) -> float:
+    """f1_score(average="macro") from the confusion matrix, as scikit-learn computes it (a class present has
+    true or predicted rows, so no F-score divides by zero)."""
+    true_positives = np.diagonal(counts).astype(np.float64)
+    denominator = np.sum(counts, axis=1).astype(np.float64) + np.sum(counts, axis=0).astype(np.float64)
+    return float(np.nanmean((1 + 1) * true_positives / denominator))
 
 
 def _class_scores(pipeline: Any, x: pd.DataFrame) -> np.ndarray | None:
@@ -319,7 +369,9 @@ def held_out_evaluation(
     if task == "classification" and len(pipeline.classes_) <= MAX_CONFUSION_CLASSES:
         labels = pipeline.classes_
         truth, predicted, label_codes = _as_codes(y, predictions, labels)
-        matrix = sk_metrics.confusion_matrix(truth, predicted, labels=label_codes)
+        matrix = _code_counts(truth, predicted, label_codes)
+        if matrix is None:
+            matrix = sk_metrics.confusion_matrix(truth, predicted, labels=label_codes)
         summary.labels = labels_to_json(np.asarray(labels))
         summary.confusion = matrix.astype(int).tolist()
     elif task == "regression":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import fastparquet
@@ -17,6 +18,7 @@ from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
     balanced_accuracy_score,
+    confusion_matrix,
     f1_score,
     log_loss,
     make_scorer,
@@ -370,3 +372,33 @@ def test_ranking_metrics_refuse_what_scikit_learn_refuses() -> None:
         evaluate_module.roc_auc(truth, np.full((6, 3), 0.5), np.arange(3))
     with pytest.raises(ValueError, match="NaN"):
         evaluate_module.roc_auc(truth % 2, np.array([0.1, 0.2, np.nan, 0.4, 0.5, 0.6]), np.arange(2))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_counted_metrics_equal_scikit_learns_exactly(seed: int) -> None:
+    # Given class codes with a class nobody predicts and, at some seeds, a class only predicted
+    rng = np.random.default_rng(seed)
+    classes = int(rng.integers(2, 6))
+    rows = int(rng.integers(5, 2000))
+    truth = rng.integers(0, classes - (seed % 2), size=rows)
+    predicted = np.where(rng.random(rows) < 0.7, truth, rng.integers(0, classes, size=rows))
+    predicted[predicted == 0] = 1 % classes
+    codes = np.arange(classes)
+    # When they are counted once and scored from the counts
+    counts = evaluate_module._code_counts(truth, predicted, codes)
+    assert counts is not None
+    present = evaluate_module._present(counts)
+    # Then every value is scikit-learn's, the same float
+    np.testing.assert_array_equal(counts, confusion_matrix(truth, predicted, labels=codes))
+    assert float(np.mean(truth == predicted)) == accuracy_score(truth, predicted)
+    assert evaluate_module._f1_macro(present) == f1_score(truth, predicted, average="macro")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert evaluate_module._balanced_accuracy(present) == balanced_accuracy_score(truth, predicted)
+
+
+def test_counted_metrics_step_aside_for_labels_that_are_not_codes() -> None:
+    codes = np.arange(2)
+    assert evaluate_module._code_counts(np.array(["a", "b"], dtype=object), np.array(["a", "a"]), codes) is None
+    assert evaluate_module._code_counts(np.array([0, 2]), np.array([0, 1]), codes) is None
+    assert evaluate_module._code_counts(np.array([0, 1]), np.array([0, 1]), np.array(["a", "b"])) is None
