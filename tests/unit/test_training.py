@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import fastparquet
@@ -17,6 +18,7 @@ from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
     balanced_accuracy_score,
+    confusion_matrix,
     f1_score,
     log_loss,
     make_scorer,
@@ -335,3 +337,68 @@ def test_permutation_importances_equal_scikit_learns(task: str, metric_name: str
     np.testing.assert_allclose(means, expected.importances_mean, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(stds, expected.importances_std, rtol=1e-9, atol=1e-12)
     assert np.abs(means).max() > 0
+
+
+@pytest.mark.parametrize("classes", [2, 3, 5])
+@pytest.mark.parametrize("seed", range(6))
+def test_ranking_metrics_equal_scikit_learns_exactly(classes: int, seed: int) -> None:
+    # Given held-out labels (as class codes) and probabilities with many ties (rounded), some classes rare
+    rng = np.random.default_rng(seed)
+    rows = int(rng.integers(20, 3000))
+    truth = rng.choice(classes, size=rows, p=np.linspace(1, 3, classes) / np.linspace(1, 3, classes).sum())
+    raw = rng.random((rows, classes)) + np.eye(classes)[truth] * rng.random()
+    scores = np.round(raw / raw.sum(axis=1, keepdims=True), int(rng.integers(1, 6)))
+    scores = scores / scores.sum(axis=1, keepdims=True)
+    labels = np.arange(classes)
+    # When our ranking metrics and scikit-learn's score them
+    if classes == 2:
+        expected_auc = roc_auc_score(truth == 1, scores[:, 1])
+        expected_ap = average_precision_score(truth == 1, scores[:, 1])
+    else:
+        expected_auc = roc_auc_score(truth, scores, multi_class="ovr", average="macro", labels=list(labels))
+        indicator = label_binarize(truth, classes=list(labels))
+        present = indicator.any(axis=0)
+        expected_ap = average_precision_score(indicator[:, present], scores[:, present], average="macro")
+    # Then the values are the same floats, not merely close
+    assert evaluate_module.roc_auc(truth, scores, labels) == float(expected_auc)
+    assert evaluate_module.average_precision(truth, scores, labels) == float(expected_ap)
+
+
+def test_ranking_metrics_refuse_what_scikit_learn_refuses() -> None:
+    # Given multi-class scores that are not probabilities, and binary scores with a NaN
+    truth = np.array([0, 1, 2, 0, 1, 2])
+    # Then scikit-learn's error is raised as before
+    with pytest.raises(ValueError, match="probabilities"):
+        evaluate_module.roc_auc(truth, np.full((6, 3), 0.5), np.arange(3))
+    with pytest.raises(ValueError, match="NaN"):
+        evaluate_module.roc_auc(truth % 2, np.array([0.1, 0.2, np.nan, 0.4, 0.5, 0.6]), np.arange(2))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_counted_metrics_equal_scikit_learns_exactly(seed: int) -> None:
+    # Given class codes with a class nobody predicts and, at some seeds, a class only predicted
+    rng = np.random.default_rng(seed)
+    classes = int(rng.integers(2, 6))
+    rows = int(rng.integers(5, 2000))
+    truth = rng.integers(0, classes - (seed % 2), size=rows)
+    predicted = np.where(rng.random(rows) < 0.7, truth, rng.integers(0, classes, size=rows))
+    predicted[predicted == 0] = 1 % classes
+    codes = np.arange(classes)
+    # When they are counted once and scored from the counts
+    counts = evaluate_module._code_counts(truth, predicted, codes)
+    assert counts is not None
+    present = evaluate_module._present(counts)
+    # Then every value is scikit-learn's, the same float
+    np.testing.assert_array_equal(counts, confusion_matrix(truth, predicted, labels=codes))
+    assert float(np.mean(truth == predicted)) == accuracy_score(truth, predicted)
+    assert evaluate_module._f1_macro(present) == f1_score(truth, predicted, average="macro")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert evaluate_module._balanced_accuracy(present) == balanced_accuracy_score(truth, predicted)
+
+
+def test_counted_metrics_step_aside_for_labels_that_are_not_codes() -> None:
+    codes = np.arange(2)
+    assert evaluate_module._code_counts(np.array(["a", "b"], dtype=object), np.array(["a", "a"]), codes) is None
+    assert evaluate_module._code_counts(np.array([0, 2]), np.array([0, 1]), codes) is None
+    assert evaluate_module._code_counts(np.array([0, 1]), np.array([0, 1]), np.array(["a", "b"])) is None

@@ -159,8 +159,10 @@ class ModelStore:
             if_none_match=True,
         )
         # The manifest goes last: from this write on, the version is complete and visible.
-        self.objects.put(self._version_key(manifest.name, version, MANIFEST), stored.sealed(), if_none_match=True)
-        return self.manifest(manifest.name, version)
+        sealed = stored.sealed()
+        self.objects.put(self._version_key(manifest.name, version, MANIFEST), sealed, if_none_match=True)
+        # Written create-only, so the stored bytes are exactly these: parsed here rather than read back.
+        return Manifest.model_validate_json(sealed)
 
     def _claim_version(self, name: str) -> int:
         candidate = max(self._version_numbers(name, complete_only=False), default=0) + 1
