@@ -352,18 +352,8 @@ class S3Objects:
         return str(response["ETag"]).strip('"')
 
     def list(self, prefix: str) -> list[str]:
-        keys: list[str] = []
-        paginator = self.client.get_paginator("list_objects_v2")
-        try:
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
-                keys.extend(item["Key"][len(self.prefix) :] for item in page.get("Contents", []))
-        except ClientError as error:
-            if _error_code(error) == "NoSuchBucket":
-                raise NotFound(f"bucket {self.bucket} does not exist") from None
-            raise StoreUnavailable(f"S3 list on {self.uri(prefix)} failed: {_error_code(error)}") from error
-        except BotoCoreError as error:
-            raise StoreUnavailable(f"S3 list on {self.uri(prefix)} failed: {error}") from error
-        return sorted(keys)
+        # The same listing as `sizes` (one paging loop, one set of error replies), keys only.
+        return sorted(self.sizes(prefix))
 
     def delete(self, key: str) -> None:
         self._call("delete_object", key)
