@@ -30,6 +30,7 @@ SERVING = {
     "typing-inspection",
     "typing-extensions",
     "orjson",
+    "msgspec",
 }
 TRAINING_ONLY = {
     "scikit-learn",
