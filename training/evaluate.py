@@ -6,6 +6,7 @@ import functools
 import logging
 import math
 import warnings
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -490,9 +491,7 @@ def runtime_parity(
         parity[runtime] = result
         if not result.exact:
             remedy = "" if runtime == "sklearn" else f"; {_SKLEARN_ONLY}"
-            checked[runtime] = support.model_copy(
-                update={"supported": False, "detail": f"{result.describe()}{remedy}"[:2000]}
-            )
+            checked[runtime] = replace(support, supported=False, detail=f"{result.describe()}{remedy}"[:2000])
     return checked, parity
 
 

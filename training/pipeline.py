@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import joblib
@@ -539,7 +539,7 @@ def fit_model(prepared: Prepared, progress: Progress) -> float:
         seconds = fit(prepared.pipeline, prepared.x_train, parts.y_train)
     if prepared.task == "classification":
         classes = labels_to_json(prepared.pipeline.classes_)
-        prepared.contract = prepared.contract.model_copy(update={"classes": classes})
+        prepared.contract = replace(prepared.contract, classes=classes)
     return seconds
 
 

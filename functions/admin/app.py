@@ -17,6 +17,7 @@ line), the error replies in sklambda.http (as for every API function).
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import orjson
@@ -99,7 +100,7 @@ def diff_versions(version: str, other: str) -> dict[str, Any]:
 
 @app.get("/admin/aliases/<alias>")
 def alias_history(alias: str) -> dict[str, Any]:
-    return registry.alias_history(store, _model(), alias).model_dump(mode="json")
+    return asdict(registry.alias_history(store, _model(), alias))
 
 
 @app.post("/admin/aliases/<alias>/promote")

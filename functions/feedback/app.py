@@ -75,7 +75,7 @@ def record_feedback(event: dict[str, Any], request_id: str) -> dict[str, Any]:
         open_object_store(settings.capture_uri).put(key, data, if_none_match=True)
     except ContractViolation as error:
         metrics.add_metric(name=metric_names.FEEDBACK_REFUSED, unit=MetricUnit.Count, value=1)
-        problems = [problem.model_dump(exclude_none=True) for problem in error.problems]
+        problems = [problem.as_json() for problem in error.problems]
         return _reply(
             422,
             {

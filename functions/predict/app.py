@@ -256,7 +256,7 @@ def answer_self_test(request: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"this function serves {settings.model_name}, not {request.get('name')}")
         version = request["version"]
         number = version if type(version) is int else whole_number(str(version), "version")
-        manifest = store.manifest(settings.model_name or "", number)
+        manifest = store.served_manifest(settings.model_name or "", number)
         loaded = load_version(store, manifest, settings.serving_runtime)
     except (SklambdaError, KeyError, ValueError, TypeError) as error:
         return {"ok": False, "detail": f"{type(error).__name__}: {error}"}

@@ -64,7 +64,7 @@ def check_predict(args: argparse.Namespace) -> dict[str, Any]:
     self_test = app.lambda_handler({"self_test": {"version": int(args.arg[0])}}, context)
     event = json.loads(Path(args.arg[1]).read_text())
     response = app.lambda_handler(event, context)
-    manifest = app.store.manifest(app.settings.model_name, int(args.arg[0]))
+    manifest = app.store.served_manifest(app.settings.model_name, int(args.arg[0]))
     loaded = load_version(app.store, manifest, app.settings.serving_runtime)
     return {
         "runtime": app.settings.serving_runtime,

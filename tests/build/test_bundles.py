@@ -52,7 +52,15 @@ DEPS_LAYERS = {
 # Every module of these packages must import from the bundle, except these, which fail the same way in an
 # unslimmed install: an optional dependency that raises ImportError, Windows-only code, a non-Python .so.
 IMPORT_ALL = {
-    "ServingDepsLayer": ("numpy", "onnxruntime", "aws_lambda_powertools", "pydantic", "pydantic_core", "orjson"),
+    "ServingDepsLayer": (
+        "numpy",
+        "onnxruntime",
+        "aws_lambda_powertools",
+        "pydantic",
+        "pydantic_core",
+        "orjson",
+        "msgspec",
+    ),
     "ServingSklearnDepsLayer": (
         "numpy",
         "scipy",
@@ -64,6 +72,7 @@ IMPORT_ALL = {
         "pydantic",
         "pydantic_core",
         "orjson",
+        "msgspec",
     ),
     "TrainingDepsLayer": (
         "numpy",
@@ -80,6 +89,7 @@ IMPORT_ALL = {
         "ml_dtypes",
         "aws_lambda_powertools",
         "pydantic",
+        "msgspec",
     ),
 }
 KNOWN_IMPORT_FAILURES = {

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -30,12 +31,11 @@ def two_models(local_store_copy: Path) -> ModelStore:
     manifest = store.manifest("penguins", 1)
     files = {file: store.artifact(manifest, file) for file in manifest.artifacts}
     golden = manifest.golden
-    golden = golden.model_copy(
-        update={
-            "instances": golden.instances[::-1],
-            "predictions": golden.predictions[::-1],
-            "probabilities": None if golden.probabilities is None else golden.probabilities[::-1],
-        }
+    golden = replace(
+        golden,
+        instances=golden.instances[::-1],
+        predictions=golden.predictions[::-1],
+        probabilities=None if golden.probabilities is None else golden.probabilities[::-1],
     )
     wine = manifest.model_copy(update={"name": "wine", "artifacts": {}, "manifest_sha256": None, "golden": golden})
     published = store.publish(wine, files)

@@ -5,6 +5,7 @@ scheduled or API run with nothing new publishes nothing; the champion is scored 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -257,8 +258,8 @@ def test_a_champion_without_onnx_is_scored_by_its_pipeline(local_store_copy: Pat
     assert champion is not None
     assert champion.runtime == "onnx"
     sklearn_only = champion.manifest.model_copy(
-        update={"runtimes": {**champion.manifest.runtimes, "onnx": champion.manifest.runtimes["onnx"].model_copy(
-            update={"supported": False})}}
+        update={"runtimes": {**champion.manifest.runtimes, "onnx": replace(champion.manifest.runtimes["onnx"],
+            supported=False)}}
     )  # fmt: skip
     unconverted = Champion(sklearn_only, champion.state, store)
     assert unconverted.runtime == "sklearn"

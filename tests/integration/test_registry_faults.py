@@ -327,7 +327,7 @@ def test_a_pipeline_pickled_under_another_sklearn_is_refused_not_served(
 ) -> None:
     # Given predict serving v1 with the scikit-learn runtime, and a v2 whose pickle says scikit-learn 1.0.2
     from sklambda.runtimes.sklearn import load_pipeline
-    from sklambda.serving import load_version
+    from sklambda.serving import load_version, served
 
     app = predict_app(fresh_handler, local_store_copy, SERVING_RUNTIME="sklearn")
     assert predict(app, lambda_context)[1]["model"]["version"] == 1
@@ -340,7 +340,7 @@ def test_a_pipeline_pickled_under_another_sklearn_is_refused_not_served(
     with pytest.raises(VersionRefused, match=r"pickled with scikit-learn 1\.0\.2, this process has 1\."):
         load_pipeline(stale)
     with pytest.raises(VersionRefused, match=r"pickled with scikit-learn 1\.0\.2"):
-        load_version(store, v2, "sklearn")
+        load_version(store, served(v2), "sklearn")
 
     # And when the alias moves to it, serving stays on v1 and counts the refusal
     capsys.readouterr()

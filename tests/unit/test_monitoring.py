@@ -4,6 +4,7 @@ scikit-learn's, and the capture buffer's batching, sampling and failure handling
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -154,7 +155,7 @@ def test_chunked_accumulation_equals_one_pass() -> None:
 
 def test_regression_outputs_drift_by_quantile_bins() -> None:
     frame = training_frame()
-    regression = contract().model_copy(update={"task": "regression", "classes": None})
+    regression = replace(contract(), task="regression", classes=None)
     baseline = training_baseline(frame, regression, RNG.normal(0, 1, 2000))
     same, shifted = DriftAccumulator(baseline), DriftAccumulator(baseline)
     same.add(live_columns(frame.head(2000)), RNG.normal(0, 1, 2000).tolist(), 2000)

@@ -8,6 +8,7 @@ ONNX exact."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from sklambda.contract import DataContract
 from sklambda.contract_derivation import encode_frame, model_inputs
 from sklambda.errors import VersionRefused
 from sklambda.runtimes import Prediction, load_predictor
-from sklambda.serving import check_parity, is_tie, load_version
+from sklambda.serving import check_parity, is_tie, load_version, served
 from sklambda.store import ModelStore
 from training.cli import main
 from training.config import load_config
@@ -174,7 +175,7 @@ def test_the_reported_forest_with_gaps_is_described_truthfully(
     described = capsys.readouterr().out
     assert "    onnx: does NOT reproduce the pipeline: " in described
     assert "  runtimes              sklearn: model.joblib\n" in described
-    served = load_version(store, manifest, "sklearn")
+    served = load_version(store, store.served_manifest("churn", manifest.version), "sklearn")
     body = model_description(served, RequestLimits(max_body_bytes=1_048_576, max_json_depth=10, max_rows=5000))
     assert body["runtimes"]["onnx"]["supported"] is False
     assert body["runtimes"]["onnx"]["parity"]["held_out"]["disagreements"] == held_out.disagreements
@@ -257,8 +258,8 @@ def test_the_self_test_accepts_a_golden_tie_broken_the_other_way(trained_store: 
     probabilities = [list(row) for row in manifest.golden.probabilities]
     probabilities[0] = [0.5, 0.5, 0.0]
     predictions = [manifest.classes[0], *manifest.golden.predictions[1:]]
-    golden = manifest.golden.model_copy(update={"probabilities": probabilities, "predictions": predictions})
-    tied = manifest.model_copy(update={"golden": golden})
+    golden = replace(manifest.golden, probabilities=probabilities, predictions=predictions)
+    tied = served(manifest.model_copy(update={"golden": golden}))
 
     class Runtime:
         """Answers the golden probabilities, with `first` as the first row's class."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -22,7 +23,14 @@ from sklambda.manifest import Manifest
 from sklambda.request_validation import Columns
 from sklambda.runtimes import Prediction
 from sklambda.runtimes.sklearn import load_pipeline
-from sklambda.serving import PROBABILITY_TOLERANCE, REGRESSION_ATOL, REGRESSION_RTOL, LoadedModel, local_self_test
+from sklambda.serving import (
+    PROBABILITY_TOLERANCE,
+    REGRESSION_ATOL,
+    REGRESSION_RTOL,
+    LoadedModel,
+    local_self_test,
+    served,
+)
 from sklambda.store import ModelStore
 from tests.conftest import PENGUINS_CSV, REPO, LambdaContext, load_event
 from training.cli import main
@@ -191,7 +199,7 @@ def test_a_version_the_runtime_cannot_serve_is_refused(local_store_copy: Path) -
     # Given a version recorded as not convertible to ONNX (the sklearn runtime would serve it)
     store = ModelStore.from_uri(str(local_store_copy))
     v1 = store.manifest("penguins", 1)
-    runtimes = v1.runtimes | {"onnx": v1.runtimes["onnx"].model_copy(update={"supported": False, "detail": "no"})}
+    runtimes = v1.runtimes | {"onnx": replace(v1.runtimes["onnx"], supported=False, detail="no")}
     files = {"model.joblib": store.artifact(v1, "model.joblib")}
     stored = store.publish(v1.model_copy(update={"runtimes": runtimes, "manifest_sha256": None}), files)
     # When the ONNX serving check runs, then it refuses; the sklearn runtime accepts it
@@ -259,11 +267,11 @@ def test_a_version_converted_with_one_input_per_column_still_loads_and_serves(lo
     per_column = convert_sklearn(pipeline, initial_types=initial_types, options=options).SerializeToString()
     version = publish_copy_of_v1(store, **{"model.onnx": per_column})
     # When it is loaded by the serving runtime (checksum, session, parity self-test)
-    loaded = load_version(store, store.manifest("penguins", version), "onnx")
+    loaded = load_version(store, store.served_manifest("penguins", version), "onnx")
     # Then it serves, through its per-column inputs, the same outputs as the grouped v1
     assert isinstance(loaded.predictor, OnnxPredictor)
     assert not loaded.predictor.grouped
-    grouped = load_version(store, v1, "onnx")
+    grouped = load_version(store, served(v1), "onnx")
     assert isinstance(grouped.predictor, OnnxPredictor)
     assert grouped.predictor.grouped
     rows = json.loads(load_event("predict")["body"])["instances"]

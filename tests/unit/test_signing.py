@@ -276,4 +276,4 @@ def served_version(app: ModuleType) -> int:
 def test_signature_record_round_trips_in_the_stored_json(signed_store: ModelStore) -> None:
     signed_store.publish(make_manifest(), {"model.joblib": b"x"})
     stored = json.loads(signed_store.objects.get("demo/versions/000001/manifest.json").data)
-    assert ManifestSignature.model_validate(stored["signature"]).algorithm == SIGNING_ALGORITHM
+    assert ManifestSignature(**stored["signature"]).algorithm == SIGNING_ALGORITHM

@@ -6,13 +6,16 @@ import argparse
 import contextlib
 import functools
 import getpass
+import json
 import socket
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 from pydantic import BaseModel
 
 from sklambda.errors import ConfigError, NotFound
+from sklambda.records import AliasRecord
 from sklambda.registry import ServingCheck, serving_check
 from sklambda.runtimes import RUNTIMES
 from sklambda.settings import CliSettings
@@ -121,8 +124,11 @@ def serving_check_for(args: argparse.Namespace, store: ModelStore) -> ServingChe
     return serving_check(store, runtime=args.serving_runtime, predict_function_name=args.predict_function)
 
 
-def print_json(model: BaseModel) -> None:
-    print(model.model_dump_json(indent=2))
+def print_json(record: BaseModel | AliasRecord) -> None:
+    if isinstance(record, BaseModel):
+        print(record.model_dump_json(indent=2))
+    else:  # a dataclass (sklambda.records), written as pydantic writes a model
+        print(json.dumps(asdict(record), indent=2, ensure_ascii=False))
 
 
 def print_table(

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         version = state.record.version
     model = load_version(
         store,
-        store.manifest(name, version),
+        store.served_manifest(name, version),
         args.serving_runtime,
         allow_unknown_fields=ServingSettings.from_env().allow_unknown_fields,
     )

@@ -22,19 +22,21 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import orjson
 
 from sklambda.contract import MISSING_CATEGORY, ContractViolation, DataContract, Feature, echo
 from sklambda.errors import RequestError
-from sklambda.manifest import Manifest
 from sklambda.request_validation import Columns, RequestValidator
 from sklambda.runtimes import Prediction
 from sklambda.serving import LoadedModel
 from sklambda.settings import ServingSettings
+
+if TYPE_CHECKING:
+    from sklambda.manifest import Manifest
 
 FORMATS = ("instances", "dataframe_split", "dataframe_records")
 PARAMS = {"probabilities": bool}
@@ -317,7 +319,7 @@ def model_description(
     API that anyone may call), only the first: no metrics, libraries, code version or training size, and no
     training ranges in the contract (they describe the training data)."""
     manifest = model.manifest
-    contract = manifest.contract.model_dump(mode="json", exclude={"allow_unknown_fields"})
+    contract = asdict(manifest.contract)
     contract["allow_unknown_fields"] = model.validator.allow_unknown_fields
     # What a null category becomes before the model sees it (as in training): documented where clients look.
     contract["missing_category"] = MISSING_CATEGORY
@@ -340,15 +342,17 @@ def model_description(
             feature.pop("minimum", None)
             feature.pop("maximum", None)
         return described
+    # The rest of the manifest, which serving does not read: parsed (with pydantic) when GET /model first asks.
+    full = model.manifest.full()
     return described | {
-        "estimator": manifest.estimator,
-        "created_at": manifest.created_at,
-        "metric": manifest.metric.model_dump(mode="json"),
-        "metrics": manifest.metrics,
-        "training_rows": manifest.data.rows,
-        "libraries": manifest.libraries,
-        "code_version": manifest.code_version,
-        "runtimes": runtime_descriptions(manifest),
+        "estimator": full.estimator,
+        "created_at": full.created_at,
+        "metric": full.metric.model_dump(mode="json"),
+        "metrics": full.metrics,
+        "training_rows": full.data.rows,
+        "libraries": full.libraries,
+        "code_version": full.code_version,
+        "runtimes": runtime_descriptions(full),
     }
 
 

@@ -13,10 +13,10 @@ contract allows them.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel
 
 from sklambda.errors import SklambdaError
 
@@ -32,7 +32,10 @@ Task = Literal["classification", "regression"]
 Label = str | int | float | bool
 
 
-class Feature(BaseModel):
+# Plain dataclasses, not pydantic models: serving reads them without importing pydantic (sklambda.records); the
+# manifest (pydantic) validates them by the same annotations when it holds them.
+@dataclass(kw_only=True)
+class Feature:
     """One input column. Missing values (null in a request, a gap in a training table) are accepted only where
     `nullable`, and reach the model as training saw them: a missing category as the category MISSING_CATEGORY
     ("__missing__"), a missing number as NaN for the pipeline's imputer. A user's own `pipeline.predict(frame)`
@@ -49,7 +52,8 @@ class Feature(BaseModel):
     maximum: float | None = None
 
 
-class DataContract(BaseModel):
+@dataclass(kw_only=True)
+class DataContract:
     features: list[Feature]
     target: str
     task: Task
@@ -67,10 +71,19 @@ class DataContract(BaseModel):
         raise KeyError(name)
 
 
-class Problem(BaseModel):
+@dataclass(kw_only=True)
+class Problem:
     row: int | None = None
     field: str | None = None
     message: str
+
+    def as_json(self) -> dict[str, Any]:
+        """The problem as an error reply lists it: the row and field only where they apply."""
+        reply: dict[str, Any] = {} if self.row is None else {"row": self.row}
+        if self.field is not None:
+            reply["field"] = self.field
+        reply["message"] = self.message
+        return reply
 
 
 class ContractViolation(SklambdaError):

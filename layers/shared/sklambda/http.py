@@ -121,7 +121,7 @@ def error_reply(error: BaseException, request_id: str, *, store: ModelStore | No
     status = status_of(error)
     body: dict[str, Any] = {"error": public_message(error, status, store), "request_id": request_id}
     if isinstance(error, ContractViolation):
-        body["problems"] = [problem.model_dump(exclude_none=True) for problem in error.problems]
+        body["problems"] = [problem.as_json() for problem in error.problems]
         body["problem_count"] = error.total
     elif isinstance(error, HttpError):
         body.update(error.details)

@@ -6,28 +6,25 @@ a version whose manifest is missing or does not verify is not a version.
 
 from __future__ import annotations
 
-import hashlib
-from datetime import UTC, datetime
 from typing import Any, Literal
 
-import orjson
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from sklambda.contract import DataContract, Label, Task
+from sklambda.records import (
+    ADDED_LATER,
+    NOT_CHECKSUMMED,
+    AliasMove,
+    AliasRecord,
+    GoldenSample,
+    ManifestSignature,
+    RuntimeSupport,
+    canonical_json,
+    sha256_hex,
+    utc_now,
+)
 
 VersionStatus = Literal["candidate", "promoted", "rejected", "retired"]
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def canonical_json(value: Any) -> bytes:
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY)
 
 
 class DataFingerprint(BaseModel):
@@ -40,25 +37,6 @@ class DataFingerprint(BaseModel):
 class Metric(BaseModel):
     name: str
     greater_is_better: bool
-
-
-class GoldenSample(BaseModel):
-    """Held-out rows as a client sends them, with the trained pipeline's own outputs: the serving runtime must
-    reproduce them before a version is served."""
-
-    instances: list[dict[str, Any]]
-    predictions: list[Label]
-    probabilities: list[list[float]] | None = None
-
-
-class RuntimeSupport(BaseModel):
-    """Whether a serving runtime can serve this version, and why not."""
-
-    supported: bool
-    artifact: str | None = None
-    detail: str | None = None
-    # ONNX operator sets the graph needs (domain → version): what an ONNX Runtime must support to serve it.
-    opset: dict[str, int] | None = None
 
 
 class Agreement(BaseModel):
@@ -156,23 +134,11 @@ class HeldOutEvaluation(BaseModel):
     importance: list[FeatureImportance] = Field(default_factory=list)
 
 
-class ManifestSignature(BaseModel):
-    """Who published the version: a signature by the store's signing key (an AWS KMS asymmetric key) over the
-    manifest's name, version and checksum (sklambda.signing). Not covered by the checksum it signs."""
-
-    key_id: str
-    algorithm: str
-    value: str = Field(description="base64 of the signature bytes")
-
-
-# Fields added after manifests were first written: left out of the stored JSON and of the checksum while unset,
-# so that every manifest written before them still verifies.
-ADDED_LATER = frozenset({"held_out", "parity", "signature"})
-# Fields the checksum never covers: the checksum itself, and the signature made over it.
-_NOT_CHECKSUMMED = frozenset({"manifest_sha256", "signature"})
-
-
 class Manifest(BaseModel):
+    # The records it holds that serving also reads (contract, golden sample, runtimes, signature) are plain
+    # dataclasses (sklambda.records): validated again whenever a manifest is built, as models would be.
+    model_config = ConfigDict(revalidate_instances="always")
+
     schema_version: int = 1
     name: str
     version: int
@@ -202,7 +168,7 @@ class Manifest(BaseModel):
         return {name for name in ADDED_LATER if getattr(self, name) is None}
 
     def body_sha256(self) -> str:
-        body = self.model_dump(mode="json", exclude={*_NOT_CHECKSUMMED, *self._unset_later_fields()})
+        body = self.model_dump(mode="json", exclude={*NOT_CHECKSUMMED, *self._unset_later_fields()})
         return sha256_hex(canonical_json(body))
 
     def sealed(self) -> bytes:
@@ -239,20 +205,27 @@ class VersionClaim(BaseModel):
     claimed_at: str = Field(default_factory=utc_now)
 
 
-class AliasMove(BaseModel):
-    from_version: int | None
-    to_version: int
-    at: str = Field(default_factory=utc_now)
-    by: str
-    reason: str
-    kind: Literal["promote", "rollback"] = "promote"
-
-
-class AliasRecord(BaseModel):
-    """One alias. `previous` is the stack that rollback pops; `history` is the audit trail of every move.
-    Both change in the same compare-and-swap write as `version`, so they can never disagree with it."""
-
-    alias: str
-    version: int
-    previous: list[int] = Field(default_factory=list)
-    history: list[AliasMove] = Field(default_factory=list)
+# Defined in sklambda.records (serving reads them without pydantic), named here too for the writers.
+__all__ = [
+    "ADDED_LATER",
+    "Agreement",
+    "AliasMove",
+    "AliasRecord",
+    "Comparison",
+    "DataFingerprint",
+    "FeatureImportance",
+    "GateVerdict",
+    "GoldenSample",
+    "HeldOutEvaluation",
+    "Manifest",
+    "ManifestSignature",
+    "Metric",
+    "RuntimeParity",
+    "RuntimeSupport",
+    "StatusRecord",
+    "VersionClaim",
+    "VersionStatus",
+    "canonical_json",
+    "sha256_hex",
+    "utc_now",
+]

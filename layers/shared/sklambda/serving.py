@@ -12,17 +12,20 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from sklambda import metric_names
 from sklambda.contract import MAX_PROBLEMS_REPORTED, ContractViolation, Problem
 from sklambda.errors import IntegrityError, ModelUnavailable, NotFound, StoreUnavailable, VersionRefused
-from sklambda.manifest import Manifest
+from sklambda.records import ServedManifest, read_served_manifest
 from sklambda.request_validation import Columns, RequestValidator
 from sklambda.runtimes import ARTIFACTS, NUMBER_TYPES, Prediction, Predictor, RuntimeName, load_predictor
 from sklambda.store import ModelStore
+
+if TYPE_CHECKING:
+    from sklambda.manifest import Manifest
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +43,8 @@ _NOT_SCORED = "the model gives no finite output for this row: its values are too
 
 @dataclass(frozen=True)
 class LoadedModel:
-    manifest: Manifest
+    # What serving reads of the manifest (no pydantic on the predict path); `manifest.full()` has the rest.
+    manifest: ServedManifest
     runtime: RuntimeName
     predictor: Predictor
     load_seconds: float
@@ -78,7 +82,7 @@ def _all_finite(scores: np.ndarray) -> bool:
 
 def load_version(
     store: ModelStore,
-    manifest: Manifest,
+    manifest: ServedManifest,
     runtime: RuntimeName,
     *,
     allow_unknown_fields: bool | None = None,
@@ -102,7 +106,7 @@ def load_version(
     return LoadedModel(manifest, runtime, predictor, time.perf_counter() - started, validator)
 
 
-def check_parity(predictor: Predictor, manifest: Manifest, validator: RequestValidator | None = None) -> None:
+def check_parity(predictor: Predictor, manifest: ServedManifest, validator: RequestValidator | None = None) -> None:
     """Re-predict the golden rows through the real serving path and compare with the pipeline's outputs:
     classes must agree exactly, probabilities within PROBABILITY_TOLERANCE, regression values within
     REGRESSION_RTOL/ATOL. Raises VersionRefused otherwise."""
@@ -118,7 +122,7 @@ def check_parity(predictor: Predictor, manifest: Manifest, validator: RequestVal
         raise VersionRefused(f"{where}: {problem}")
 
 
-def _parity_problem(prediction: Prediction, manifest: Manifest) -> str | None:
+def _parity_problem(prediction: Prediction, manifest: ServedManifest) -> str | None:
     golden = manifest.golden
     rows = len(golden.predictions)
     if manifest.task == "regression":
@@ -177,9 +181,15 @@ def local_self_test(store: ModelStore, runtime: RuntimeName) -> Callable[[Manife
     """A serving check that runs the serving code in this process."""
 
     def check(manifest: Manifest) -> None:
-        load_version(store, manifest, runtime)
+        load_version(store, served(manifest), runtime)
 
     return check
+
+
+def served(manifest: Manifest) -> ServedManifest:
+    """A stored manifest (pydantic) as serving reads it: through the bytes the store holds, so that a self-test
+    in this process reads exactly what the predict function would."""
+    return read_served_manifest(manifest.sealed(), name=manifest.name, version=manifest.version)
 
 
 def labels_to_json(labels: np.ndarray) -> list[Any]:
@@ -267,7 +277,7 @@ class ModelCache:
         except StoreUnavailable as error:
             self._store_failed(error)
             return
-        except ValueError as error:  # an alias object that does not parse (pydantic ValidationError)
+        except ValueError as error:  # an alias object that does not parse (sklambda.records.read_alias)
             self._store_problem = f"the {self.alias!r} alias of {self.name!r} is unreadable: {error}"
             self._public_store_problem = f"the {self.alias!r} alias of {self.name!r} is unreadable; see the logs"
             self.on_event(metric_names.MODEL_LOAD_REFUSED, error=self._store_problem)
@@ -283,7 +293,7 @@ class ModelCache:
             # The artifact's read starts before the manifest's (its key follows from the alias): a cold start waits
             # for one round trip to the store here, not two in a row. load_version checks it as any read.
             artifact = self.store.start_reading(self.name, state.record.version, ARTIFACTS[self.runtime])
-            manifest = self.store.manifest(self.name, state.record.version)
+            manifest = self.store.served_manifest(self.name, state.record.version)
             model = load_version(
                 self.store, manifest, self.runtime, allow_unknown_fields=self.allow_unknown_fields, read=artifact
             )

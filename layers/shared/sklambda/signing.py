@@ -24,16 +24,19 @@ import binascii
 import functools
 import importlib.util
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sklambda.errors import IntegrityError, VersionRefused
-from sklambda.manifest import Manifest, ManifestSignature
+from sklambda.records import ManifestSignature, ServedManifest
+
+if TYPE_CHECKING:
+    from sklambda.manifest import Manifest
 
 SIGNING_ALGORITHM = "ECDSA_SHA_256"
 _STATEMENT_FORMAT = "sklambda-manifest-v1\nname={name}\nversion={version}\nsha256={sha256}\n"
 
 
-def signed_statement(manifest: Manifest) -> bytes:
+def signed_statement(manifest: Manifest | ServedManifest) -> bytes:
     """The bytes that are signed: short (KMS signs at most 4 KB raw) and naming what the signature is about."""
     return _STATEMENT_FORMAT.format(
         name=manifest.name, version=manifest.version, sha256=manifest.body_sha256()
@@ -110,7 +113,7 @@ class ManifestSigning:
             }
         )
 
-    def verify(self, manifest: Manifest) -> None:
+    def verify(self, manifest: Manifest | ServedManifest) -> None:
         """Raise VersionRefused (unsigned, when signatures are required) or IntegrityError (a signature that does
         not verify with this store's key) before anything of the version is loaded."""
         where = f"{manifest.name} v{manifest.version}"

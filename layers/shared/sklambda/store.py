@@ -21,6 +21,9 @@ only if a publisher signed its manifest.
 Deleting a version (retention) runs the other way round: its status becomes a "deleted" tombstone first, then the
 manifest goes (the version stops existing for readers), then its artifacts. claim.json and status.json stay, so
 the number is never reused and the record of why the version went remains.
+
+What the predict function reads (aliases, served manifests, artifacts) goes through sklambda.records, without
+pydantic: the pydantic records (sklambda.manifest) are imported by the methods that write or fully read them.
 """
 
 from __future__ import annotations
@@ -28,10 +31,8 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
-
-from pydantic import ValidationError
 
 from sklambda.errors import (
     AliasConflict,
@@ -42,18 +43,19 @@ from sklambda.errors import (
     VersionRefused,
 )
 from sklambda.locations import open_object_store
-from sklambda.manifest import (
+from sklambda.objects import ObjectStore
+from sklambda.records import (
     AliasMove,
     AliasRecord,
-    Manifest,
-    StatusRecord,
-    VersionClaim,
+    ServedManifest,
     canonical_json,
+    read_alias,
+    read_served_manifest,
     sha256_hex,
 )
-from sklambda.objects import ObjectStore
 
 if TYPE_CHECKING:
+    from sklambda.manifest import Manifest, StatusRecord, VersionClaim
     from sklambda.settings import StoreSettings
     from sklambda.signing import ManifestSigning
 
@@ -134,6 +136,8 @@ class ModelStore:
         `awaiting_gate`: the version is a candidate a gate still has to judge; it cannot be promoted until
         `record_gate_passed` (a run that dies before its verdict leaves an unpromotable candidate).
         """
+        from sklambda.manifest import Manifest, StatusRecord
+
         if MANIFEST in files:
             raise ValueError(f"{MANIFEST} is written by the store, not passed as a file")
         for file in files:
@@ -165,6 +169,8 @@ class ModelStore:
         return Manifest.model_validate_json(sealed)
 
     def _claim_version(self, name: str) -> int:
+        from sklambda.manifest import VersionClaim
+
         candidate = max(self._version_numbers(name, complete_only=False), default=0) + 1
         for _ in range(_MAX_VERSION_CLAIMS):
             try:
@@ -207,6 +213,10 @@ class ModelStore:
 
     def claim(self, name: str, version: int) -> VersionClaim | None:
         """When the version number was taken (None if unknown: a claim written before claims carried a time)."""
+        from pydantic import ValidationError
+
+        from sklambda.manifest import VersionClaim
+
         try:
             claim = VersionClaim.model_validate_json(self.objects.get(self._version_key(name, version, CLAIM)).data)
         except (NotFound, ValidationError):
@@ -218,12 +228,13 @@ class ModelStore:
 
     def manifest(self, name: str, version: int) -> Manifest:
         """The version's manifest, verified against its own checksum. NotFound if the version is incomplete."""
+        from pydantic import ValidationError
+
+        from sklambda.manifest import Manifest
+
+        blob = self._manifest_bytes(name, version)
         try:
-            blob = self.objects.get(self._version_key(name, version, MANIFEST))
-        except NotFound:
-            raise NotFound(f"model {name} has no version {version}") from None
-        try:
-            manifest = Manifest.model_validate_json(blob.data)
+            manifest = Manifest.model_validate_json(blob)
         except ValidationError as error:
             raise IntegrityError(f"manifest of {name} v{version} is unreadable: {error.error_count()} errors") from None
         if manifest.manifest_sha256 != manifest.body_sha256():
@@ -234,6 +245,17 @@ class ModelStore:
                 f"the manifest stored as {name} v{version} describes {manifest.name} v{manifest.version}; refused"
             )
         return manifest
+
+    def served_manifest(self, name: str, version: int) -> ServedManifest:
+        """What serving reads of the version's manifest, verified as `manifest` verifies it, without pydantic
+        (sklambda.records): the predict function's path. NotFound if the version is incomplete."""
+        return read_served_manifest(self._manifest_bytes(name, version), name=name, version=version)
+
+    def _manifest_bytes(self, name: str, version: int) -> bytes:
+        try:
+            return self.objects.get(self._version_key(name, version, MANIFEST)).data
+        except NotFound:
+            raise NotFound(f"model {name} has no version {version}") from None
 
     def start_reading(self, name: str, version: int, file: str) -> Callable[[], bytes]:
         """Start reading a version's file in a background thread, for `artifact(..., read=...)`: the predict
@@ -259,7 +281,9 @@ class ModelStore:
 
         return result
 
-    def artifact(self, manifest: Manifest, file: str, *, read: Callable[[], bytes] | None = None) -> bytes:
+    def artifact(
+        self, manifest: Manifest | ServedManifest, file: str, *, read: Callable[[], bytes] | None = None
+    ) -> bytes:
         """An artifact's bytes, refused unless they match the sha256 recorded in the manifest. `read`: the bytes of
         this very file (`start_reading(manifest.name, manifest.version, file)`) when they are already on their
         way."""
@@ -282,6 +306,8 @@ class ModelStore:
         return data
 
     def status(self, name: str, version: int) -> StatusRecord:
+        from sklambda.manifest import StatusRecord
+
         try:
             return StatusRecord.model_validate_json(self.objects.get(self._version_key(name, version, STATUS)).data)
         except NotFound:
@@ -294,6 +320,8 @@ class ModelStore:
     def record_gate_passed(self, name: str, version: int, *, by: str, reason: str) -> None:
         """The gate's verdict for a candidate: passed, so the version may be promoted (now or later). A failed
         gate sets the status "rejected" instead."""
+        from sklambda.manifest import StatusRecord
+
         self.set_status(
             name, version, StatusRecord(status="candidate", reason=f"passed the gate: {reason}", by=by, gate="passed")
         )
@@ -330,7 +358,7 @@ class ModelStore:
             blob = self.objects.get(self._alias_key(name, alias))
         except NotFound:
             return None
-        return AliasState(AliasRecord.model_validate_json(blob.data), blob.etag)
+        return AliasState(read_alias(blob.data), blob.etag)
 
     def aliases(self, name: str) -> dict[str, AliasRecord]:
         """Every alias of the model, by name."""
@@ -351,7 +379,7 @@ class ModelStore:
         blob = self.objects.get_if_changed(self._alias_key(name, alias), etag)
         if blob is None:
             return None
-        return AliasState(AliasRecord.model_validate_json(blob.data), blob.etag)
+        return AliasState(read_alias(blob.data), blob.etag)
 
     def promote(
         self,
@@ -371,6 +399,8 @@ class ModelStore:
         `check` may refuse the version (e.g. the serving runtime's load + self-test) before anything is written.
         The version's status becomes "promoted" after the move.
         """
+        from sklambda.manifest import StatusRecord
+
         manifest = self.manifest(name, version)
         self._refuse_unpromotable(name, version)
         current = self.alias(name, alias) if expected is _READ_NOW else expected
@@ -436,7 +466,7 @@ class ModelStore:
             reason=f"undo: v{record.version} is being deleted by retention",
             kind="rollback",
         )
-        restored = before.record.model_copy(update={"history": [*record.history, undo][-_MAX_HISTORY:]})
+        restored = replace(before.record, history=[*record.history, undo][-_MAX_HISTORY:])
         self.objects.put(self._alias_key(name, alias), _dump(restored), if_match=etag)
         raise VersionRefused(f"{name} v{record.version} is being deleted ({status.reason}); {alias!r} was not moved")
 
@@ -460,6 +490,8 @@ class ModelStore:
 
         `check` may refuse the target (the serving runtime must still be able to load it). The version rolled
         back from becomes "retired", the target "promoted" again."""
+        from sklambda.manifest import StatusRecord
+
         current = self.alias(name, alias) if expected is None else expected
         if current is None:
             raise NotFound(f"alias {alias!r} of {name} does not exist; nothing to roll back")
@@ -509,5 +541,6 @@ class ModelStore:
             ) from None
 
 
-def _dump(model: AliasRecord | StatusRecord | VersionClaim) -> bytes:
-    return canonical_json(model.model_dump(mode="json"))
+def _dump(record: AliasRecord | StatusRecord | VersionClaim) -> bytes:
+    # orjson writes a dataclass (AliasRecord) as its fields, as pydantic's dump does a model's.
+    return canonical_json(record if isinstance(record, AliasRecord) else record.model_dump(mode="json"))
