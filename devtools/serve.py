@@ -30,7 +30,7 @@ SAMPLE_MODEL = "penguins"
 SAMPLE_DATA = REPO / "training" / "data" / "penguins.csv"
 
 
-class ServeSettings(StoreSettings):
+class ServeSettings(StoreSettings, frozen=True, kw_only=True):
     # Training data of the local POST /retrain.
     data_uri: str | None = None
 

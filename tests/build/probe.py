@@ -78,11 +78,12 @@ def check_predict(args: argparse.Namespace) -> dict[str, Any]:
 def check_retrain(args: argparse.Namespace) -> dict[str, Any]:
     """--arg EVENT, then one --arg per run: a training configuration file, or "" for the packaged one."""
     import app  # the retrain function's app.py, from the bundle
+    import msgspec
 
     event = json.loads(Path(args.arg[0]).read_text())
     runs = []
     for config in args.arg[1:]:
-        app.settings = app.settings.model_copy(update={"training_config": config or None})
+        app.settings = msgspec.structs.replace(app.settings, training_config=config or None)
         outcome = app.lambda_handler(event, LambdaContext())
         if outcome["model"]["version"] is None:  # skipped (nothing new) or failed: no version to describe
             runs.append({"outcome": outcome})

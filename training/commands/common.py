@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+import msgspec
 from pydantic import BaseModel
 
 from sklambda.errors import ConfigError, NotFound
@@ -46,7 +47,7 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
 
 def open_store(args: argparse.Namespace) -> ModelStore:
     # $MANIFEST_SIGNING_KEY (a KMS key the caller may use): sign what this command publishes, verify what it loads.
-    settings = cli_settings().model_copy(update={"model_store_uri": args.store})
+    settings = msgspec.structs.replace(cli_settings(), model_store_uri=args.store)
     return ModelStore.from_settings(settings)
 
 

@@ -11,14 +11,14 @@ import importlib
 import importlib.util
 import threading
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from sklambda.contract import DataContract
 from sklambda.request_validation import Columns
+from sklambda.runtime_names import RuntimeName as RuntimeName  # the settings read it without importing numpy
 
-RuntimeName = Literal["onnx", "sklearn"]
 RUNTIMES: tuple[RuntimeName, ...] = ("onnx", "sklearn")
 ARTIFACTS: dict[RuntimeName, str] = {"onnx": "model.onnx", "sklearn": "model.joblib"}
 # The numbers each runtime takes: the ONNX graph's inputs are float32; the scikit-learn pipeline gets the
