@@ -71,6 +71,9 @@ def test_the_first_prediction_builds_no_document_it_does_not_serve(trained_store
     assert status == 200
     assert "sklambda.serving" in modules
     assert modules & {"sklambda.openapi", "sklambda.aws", "sklambda.signing"} == set()
+    # And pydantic was never imported: settings, the alias and the manifest were read through msgspec
+    # (sklambda.records; its import and record classes were ~250 ms of CPU of a cold start)
+    assert modules & {"pydantic", "pydantic_core", "sklambda.manifest"} == set()
 
 
 def test_the_sklearn_runtime_serves_without_onnxruntime(trained_store: Path) -> None:
