@@ -22,7 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -44,6 +44,8 @@ MEDIA_TYPE = "application/json"
 _ONE_FORMAT = 'expected a JSON object with exactly one of "instances", "dataframe_split" or "dataframe_records"'
 # Bodies up to this size are checked for depth by counting brackets; larger ones by the vectorised scan.
 _SMALL_BODY = 4096
+# The depth of a records request whose rows hold scalars only: {"instances": [{...}]}.
+_FLAT_RECORDS_DEPTH = 3
 _DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
 
@@ -77,11 +79,40 @@ class PredictRequest:
     payload: Any
     rows: int
     probabilities: bool
+    # The body while its depth is still unchecked (`parse_predict_request(..., defer_depth=True)`), else None.
+    unchecked: bytes | None = None
+    max_depth: int = 0
 
     def columns(self, validator: RequestValidator) -> Columns:
-        if self.format == "dataframe_split":
-            return validator.split(self.payload.get("columns"), self.payload.get("data"))
-        return validator.records(self.payload)
+        """The rows checked against the contract. A request whose depth check was deferred is scanned before any
+        problem is reported, as it would have been before parsing, or after valid rows unless they prove the
+        depth: rows that pass without unknown fields hold exactly the contract's fields, each a scalar, so the
+        document is 3 deep (`params`, which only takes booleans, 2) and no allowed limit refuses it."""
+        try:
+            if self.format == "dataframe_split":
+                columns = validator.split(self.payload.get("columns"), self.payload.get("data"))
+            else:
+                columns = validator.records(self.payload)
+        except Exception:
+            self.check_depth()
+            raise
+        if self.unchecked is not None and (self.format == "dataframe_split" or validator.allow_unknown_fields):
+            self.check_depth()
+        return columns
+
+    def check_depth(self) -> None:
+        """Refuse a request parsed before its depth was checked if it is too deep (nothing for the others)."""
+        if self.unchecked is not None:
+            check_depth(self.unchecked, self.max_depth)
+
+    def depth_refusal(self) -> RequestError | None:
+        """The TooDeep refusal `check_depth` would raise, or None: what a caller reports first, whatever else it
+        found wrong since parsing."""
+        try:
+            self.check_depth()
+        except RequestError as error:
+            return error
+        return None
 
 
 # ------------------------------------------------------------------------------------------ request
@@ -185,10 +216,27 @@ def parse_json(raw: bytes) -> Any:
         raise RequestError(400, f"the body is not valid JSON: {error}", kind="InvalidJson") from None
 
 
-def parse_predict_request(raw: bytes, limits: RequestLimits) -> PredictRequest:
+def parse_predict_request(raw: bytes, limits: RequestLimits, *, defer_depth: bool = False) -> PredictRequest:
     """Depth, JSON and the envelope: one format key, known params, the row limit. Rows are checked later,
-    against the served version's contract (`PredictRequest.columns`)."""
+    against the served version's contract (`PredictRequest.columns`).
+
+    `defer_depth`: a body larger than _SMALL_BODY is parsed first (orjson stops at depth 1024 on its own) and
+    scanned for depth only when something is refused, or by `PredictRequest.columns` unless the rows prove the
+    depth: the scan costs about as much as the row checks on a large body, and valid bodies rarely need it. The
+    replies are the same as with the scan first, provided the caller reports `PredictRequest.depth_refusal()`
+    before any problem it finds between this call and `columns` (the predict handler does)."""
+    if defer_depth and len(raw) > _SMALL_BODY and limits.max_json_depth >= _FLAT_RECORDS_DEPTH:
+        try:
+            request = _parse_envelope(raw, limits)
+        except Exception:
+            check_depth(raw, limits.max_json_depth)  # too deep is said first, as when scanned before parsing
+            raise
+        return replace(request, unchecked=raw, max_depth=limits.max_json_depth)
     check_depth(raw, limits.max_json_depth)
+    return _parse_envelope(raw, limits)
+
+
+def _parse_envelope(raw: bytes, limits: RequestLimits) -> PredictRequest:
     document = parse_json(raw)
     if type(document) is not dict:
         raise RequestError(400, _ONE_FORMAT, kind="BadRequest")
