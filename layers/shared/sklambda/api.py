@@ -11,8 +11,9 @@ Reply: {"model": {"name", "version"}, "predictions": [...], "request_id": "..."}
 "classes" and (unless params.probabilities is false) "probabilities", one row per input row in the order of
 "classes".
 
-Checks, cheapest first, each with its status: content type 415; body size 413; nesting depth 400 (before the
-JSON parser sees the body); JSON 400; envelope (one format key, known params) 400; row count 413; then, with a
+Checks, cheapest first, each with its status: content type 415; body size 413; nesting depth 400 (reported before
+anything else is; the predict handler scans a large body only when its rows do not prove its depth, see
+`parse_predict_request`); JSON 400; envelope (one format key, known params) 400; row count 413; then, with a
 model at hand (else 503), the model's row limit 413 (`row_limit`: as many rows as always fit in the body) and the
 data contract 422 with every problem by row and field. Error bodies: sklambda.http.
 """
