@@ -25,6 +25,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from sklambda import metric_names
 from sklambda.api import (
+    PredictRequest,
     RequestLimits,
     check_content_type,
     check_rows,
@@ -95,18 +96,25 @@ else:
 
 def predict(event: dict[str, Any], request_id: str) -> Response:
     started = time.perf_counter()
+    request: PredictRequest | None = None
     try:
         check_content_type(_header(event, "Content-Type"))
         raw = request_bytes(event.get("body"), base64_encoded=bool(event.get("isBase64Encoded")), limits=limits)
-        request = parse_predict_request(raw, limits)
+        request = parse_predict_request(raw, limits, defer_depth=True)
         model = cache.get()
         documents = _documents(model)
         check_rows(request.rows, documents.row_limit)
         columns = request.columns(model.validator)
         prediction = model.predict(columns)
         body = predict_reply(model, prediction, request_id, probabilities=request.probabilities)
-    except SklambdaError as error:
-        return _error(error, request_id)
+    except Exception as error:
+        # A large body's depth is checked after parsing (api.parse_predict_request): too deep is still what a
+        # client hears first, whatever else is wrong.
+        if request is not None and (too_deep := request.depth_refusal()) is not None:
+            return _error(too_deep, request_id)
+        if isinstance(error, SklambdaError):
+            return _error(error, request_id)
+        raise
     if capture is not None and (dropped := capture.record(request_id, model.name, model.version, columns, prediction)):
         metrics.add_metric(name=metric_names.CAPTURE_DROPPED, unit=MetricUnit.Count, value=dropped)
     metrics.add_metric(

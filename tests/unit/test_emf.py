@@ -71,6 +71,20 @@ def default_dimensions(provider: Any) -> None:
     requests(provider)
 
 
+def changing_units(provider: Any) -> None:
+    # One name with another unit or resolution, a unit as its enum and as its string, in one set and across sets
+    for _ in range(2):
+        provider.add_metric(name="Latency", unit=MetricUnit.Milliseconds, value=1.0)
+        provider.add_metric(name="Latency", unit=MetricUnit.Seconds, value=2.0)
+        provider.add_metric(name="Latency", unit="Seconds", value=3.0)
+        provider.add_metric(name="Rows", unit="Count", value=1)
+        provider.flush_metrics()
+        provider.add_metric(name="Rows", unit=MetricUnit.Count, value=2, resolution=MetricResolution.High)
+        provider.add_metric(name="Rows", unit=MetricUnit.Count, value=3, resolution=1)
+        provider.add_metric(name="Latency", unit=MetricUnit.Milliseconds, value=4)
+        provider.flush_metrics()
+
+
 def cold_start(provider: Any) -> None:
     # The handler's decorator: the cold-start metric (a document of its own) on the first call only
     class Context:
@@ -87,7 +101,7 @@ def cold_start(provider: Any) -> None:
         decorated(event, Context())
 
 
-@pytest.mark.parametrize("calls", [requests, many_values, many_metrics, default_dimensions, cold_start])
+@pytest.mark.parametrize("calls", [requests, many_values, many_metrics, default_dimensions, changing_units, cold_start])
 def test_the_same_documents_as_powertools(calls: Callable[[Any], None], capsys: pytest.CaptureFixture[str]) -> None:
     # Given the same calls on Powertools' provider and on ours
     expected = documents(AmazonCloudWatchEMFProvider, calls, capsys)

@@ -125,3 +125,78 @@ def test_no_request_gets_a_server_error(
         assert isinstance(reply["error"], str)
         assert reply["error"]
         assert len(response["body"]) < 16_000
+
+
+@pytest.fixture(scope="module")
+def roomy_app(trained_store: Path) -> Iterator[ModuleType]:
+    """A warm function taking large bodies, with the lowest depth limit the settings allow (4)."""
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setenv("MODEL_STORE_URI", str(trained_store))
+    monkeypatch.setenv("MODEL_NAME", "penguins")
+    monkeypatch.setenv("MAX_BODY_BYTES", "20000")  # the sample model's row limit is then 78 rows
+    monkeypatch.setenv("MAX_JSON_DEPTH", "4")
+    import importlib
+    import sys
+
+    sys.modules.pop("functions.predict.app", None)
+    yield importlib.import_module("functions.predict.app")
+    monkeypatch.undo()
+    sys.modules.pop("functions.predict.app", None)
+
+
+# Documents nested one level past the limit at some row value, some not at all, some with unknown fields.
+too_deep_rows = st.lists(st.fixed_dictionaries({"island": st.just([[["Biscoe"]]])}), min_size=1, max_size=3)
+# Rows every check accepts (sex may be null: training had nulls there)
+accepted_values = {
+    "island": st.sampled_from(["Biscoe", "Dream", "Torgersen"]),
+    "sex": st.sampled_from(["male", "female", None]),
+    **{
+        name: st.one_of(st.integers(0, 6000), st.floats(0, 6000))
+        for name in ("bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "year")
+    },
+}
+valid_rows = st.lists(st.fixed_dictionaries(accepted_values), min_size=1, max_size=20)
+deep_or_not = st.sampled_from([[0], [[[[0]]]]])  # 3 levels under "index" (or a row) make 5 or 6 with the envelope
+large_documents = st.one_of(
+    documents,
+    st.fixed_dictionaries({"instances": st.lists(complete_rows, min_size=1, max_size=40)}),
+    st.fixed_dictionaries({"instances": valid_rows}),
+    st.fixed_dictionaries({"instances": too_deep_rows}),
+    st.fixed_dictionaries({"dataframe_records": too_deep_rows, "params": json_values}),
+    # valid rows in split form, with an "index" (ignored: any list) nested or not
+    valid_rows.flatmap(
+        lambda rows: st.fixed_dictionaries(
+            {
+                "dataframe_split": st.fixed_dictionaries(
+                    {
+                        "columns": st.just(list(rows[0])),
+                        "data": st.just([list(row.values()) for row in rows]),
+                        "index": deep_or_not,
+                    }
+                )
+            }
+        )
+    ),
+    # more rows than the model allows (413 after parsing), one of them nested or not
+    st.tuples(st.integers(min_value=79, max_value=120), deep_or_not).map(
+        lambda case: {"instances": [{}] * case[0] + [case[1]]}
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(document=large_documents, padding=st.integers(min_value=4100, max_value=6000))
+def test_a_large_body_is_answered_as_if_its_depth_were_scanned_first(
+    roomy_app: ModuleType, document: Any, padding: int
+) -> None:
+    # Given a body larger than the size under which its brackets are just counted (whitespace is valid JSON)
+    event = event_for(" " * padding + json.dumps(document), "application/json", False)
+    # When answered with the depth check deferred (the handler's way) and with the scan before parsing
+    deferred = roomy_app.lambda_handler(event, LambdaContext())
+    parse = roomy_app.__dict__["parse_predict_request"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(roomy_app, "parse_predict_request", lambda raw, limits, defer_depth=False: parse(raw, limits))
+        scanned_first = roomy_app.lambda_handler(event, LambdaContext())
+    # Then the replies are the same: status, error, problems and predictions
+    assert deferred["statusCode"] == scanned_first["statusCode"]
+    assert json.loads(deferred["body"]) == json.loads(scanned_first["body"])

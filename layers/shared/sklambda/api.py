@@ -11,8 +11,9 @@ Reply: {"model": {"name", "version"}, "predictions": [...], "request_id": "..."}
 "classes" and (unless params.probabilities is false) "probabilities", one row per input row in the order of
 "classes".
 
-Checks, cheapest first, each with its status: content type 415; body size 413; nesting depth 400 (before the
-JSON parser sees the body); JSON 400; envelope (one format key, known params) 400; row count 413; then, with a
+Checks, cheapest first, each with its status: content type 415; body size 413; nesting depth 400 (reported before
+anything else is; the predict handler scans a large body only when its rows do not prove its depth, see
+`parse_predict_request`); JSON 400; envelope (one format key, known params) 400; row count 413; then, with a
 model at hand (else 503), the model's row limit 413 (`row_limit`: as many rows as always fit in the body) and the
 data contract 422 with every problem by row and field. Error bodies: sklambda.http.
 """
@@ -44,6 +45,8 @@ MEDIA_TYPE = "application/json"
 _ONE_FORMAT = 'expected a JSON object with exactly one of "instances", "dataframe_split" or "dataframe_records"'
 # Bodies up to this size are checked for depth by counting brackets; larger ones by the vectorised scan.
 _SMALL_BODY = 4096
+# The depth of a records request whose rows hold scalars only: {"instances": [{...}]}.
+_FLAT_RECORDS_DEPTH = 3
 _DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
 
@@ -69,7 +72,8 @@ class RequestLimits:
         return cls(settings.max_body_bytes, settings.max_json_depth, settings.max_rows)
 
 
-@dataclass(frozen=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__ (~3 us for these six, per request).
+@dataclass(slots=True)
 class PredictRequest:
     """A parsed request whose envelope is valid; its rows are checked against a contract by `columns`."""
 
@@ -77,11 +81,40 @@ class PredictRequest:
     payload: Any
     rows: int
     probabilities: bool
+    # The body while its depth is still unchecked (`parse_predict_request(..., defer_depth=True)`), else None.
+    unchecked: bytes | None = None
+    max_depth: int = 0
 
     def columns(self, validator: RequestValidator) -> Columns:
-        if self.format == "dataframe_split":
-            return validator.split(self.payload.get("columns"), self.payload.get("data"))
-        return validator.records(self.payload)
+        """The rows checked against the contract. A request whose depth check was deferred is scanned before any
+        problem is reported, as it would have been before parsing, or after valid rows unless they prove the
+        depth: rows that pass without unknown fields hold exactly the contract's fields, each a scalar, so the
+        document is 3 deep (`params`, which only takes booleans, 2) and no allowed limit refuses it."""
+        try:
+            if self.format == "dataframe_split":
+                columns = validator.split(self.payload.get("columns"), self.payload.get("data"))
+            else:
+                columns = validator.records(self.payload)
+        except Exception:
+            self.check_depth()
+            raise
+        if self.unchecked is not None and (self.format == "dataframe_split" or validator.allow_unknown_fields):
+            self.check_depth()
+        return columns
+
+    def check_depth(self) -> None:
+        """Refuse a request parsed before its depth was checked if it is too deep (nothing for the others)."""
+        if self.unchecked is not None:
+            check_depth(self.unchecked, self.max_depth)
+
+    def depth_refusal(self) -> RequestError | None:
+        """The TooDeep refusal `check_depth` would raise, or None: what a caller reports first, whatever else it
+        found wrong since parsing."""
+        try:
+            self.check_depth()
+        except RequestError as error:
+            return error
+        return None
 
 
 # ------------------------------------------------------------------------------------------ request
@@ -112,10 +145,9 @@ def request_bytes(body: Any, *, base64_encoded: bool, limits: RequestLimits) -> 
         raise RequestError(400, 'the request has no body; send JSON like {"instances": [{...}]}', kind="NoBody")
     if not isinstance(body, str | bytes):  # only a direct invocation can send anything else
         raise RequestError(400, "the body must be JSON text", kind="InvalidJson")
-    too_large = f"the body is larger than {limits.max_body_bytes} bytes; send fewer rows per request"
     # A string has at least as many bytes as characters: refuse a huge body before copying it.
     if len(body) > (limits.max_body_bytes * 4 // 3 + 4 if base64_encoded else limits.max_body_bytes):
-        raise RequestError(413, too_large, kind="BodyTooLarge")
+        raise _too_large(limits)
     if base64_encoded:
         try:
             raw = base64.b64decode(body, validate=True)
@@ -129,8 +161,13 @@ def request_bytes(body: Any, *, base64_encoded: bool, limits: RequestLimits) -> 
     else:
         raw = body
     if len(raw) > limits.max_body_bytes:
-        raise RequestError(413, too_large, kind="BodyTooLarge")
+        raise _too_large(limits)
     return raw
+
+
+def _too_large(limits: RequestLimits) -> RequestError:
+    message = f"the body is larger than {limits.max_body_bytes} bytes; send fewer rows per request"
+    return RequestError(413, message, kind="BodyTooLarge")
 
 
 def check_depth(raw: bytes, max_depth: int) -> None:
@@ -185,10 +222,28 @@ def parse_json(raw: bytes) -> Any:
         raise RequestError(400, f"the body is not valid JSON: {error}", kind="InvalidJson") from None
 
 
-def parse_predict_request(raw: bytes, limits: RequestLimits) -> PredictRequest:
+def parse_predict_request(raw: bytes, limits: RequestLimits, *, defer_depth: bool = False) -> PredictRequest:
     """Depth, JSON and the envelope: one format key, known params, the row limit. Rows are checked later,
-    against the served version's contract (`PredictRequest.columns`)."""
+    against the served version's contract (`PredictRequest.columns`).
+
+    `defer_depth`: a body larger than _SMALL_BODY is parsed first (orjson stops at depth 1024 on its own) and
+    scanned for depth only when something is refused, or by `PredictRequest.columns` unless the rows prove the
+    depth: the scan costs about as much as the row checks on a large body, and valid bodies rarely need it. The
+    replies are the same as with the scan first, provided the caller reports `PredictRequest.depth_refusal()`
+    before any problem it finds between this call and `columns` (the predict handler does)."""
+    if defer_depth and len(raw) > _SMALL_BODY and limits.max_json_depth >= _FLAT_RECORDS_DEPTH:
+        try:
+            request = _parse_envelope(raw, limits)
+        except Exception:
+            check_depth(raw, limits.max_json_depth)  # too deep is said first, as when scanned before parsing
+            raise
+        request.unchecked, request.max_depth = raw, limits.max_json_depth
+        return request
     check_depth(raw, limits.max_json_depth)
+    return _parse_envelope(raw, limits)
+
+
+def _parse_envelope(raw: bytes, limits: RequestLimits) -> PredictRequest:
     document = parse_json(raw)
     if type(document) is not dict:
         raise RequestError(400, _ONE_FORMAT, kind="BadRequest")

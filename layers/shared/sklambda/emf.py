@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections import defaultdict
 from typing import Any
 
 import orjson
@@ -35,8 +34,10 @@ _PLAIN_NUMBERS = (int, float)
 class FastEMFProvider(AmazonCloudWatchEMFProvider):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        # (name, unit, resolution) as passed -> (Unit, StorageResolution) as Powertools validated and stored them
-        self._validated: dict[tuple[str, Any, Any], tuple[str, int]] = {}
+        # name -> (unit, resolution) as last passed, (Unit, StorageResolution) as Powertools validated and stored
+        # them. Keyed by the name alone: a tuple key with a MetricUnit in it is hashed by Enum.__hash__, a Python
+        # call, at every add_metric.
+        self._validated: dict[str, tuple[Any, Any, tuple[str, int]]] = {}
         # POWERTOOLS_METRICS_DISABLED / POWERTOOLS_DEV, read once like every other setting (Powertools reads the
         # environment at every flush).
         self._disabled = is_metrics_disabled()
@@ -45,11 +46,12 @@ class FastEMFProvider(AmazonCloudWatchEMFProvider):
         self._cleared: tuple[dict[str, Any], dict[str, str]] | None = None
 
     def add_metric(self, name: str, unit: Any, value: float, resolution: Any = 60) -> None:
-        key = (name, unit, resolution)
-        known = self._validated.get(key)
+        known = self._validated.get(name)
         metric = self.metric_set.get(name)
         if (
             known is None
+            or (known[0] is not unit and known[0] != unit)
+            or (known[1] is not resolution and known[1] != resolution)
             or type(value) not in _PLAIN_NUMBERS
             # Near a limit: Powertools writes the set out and starts a new one.
             or len(self.metric_set) >= MAX_METRICS - 1
@@ -58,11 +60,17 @@ class FastEMFProvider(AmazonCloudWatchEMFProvider):
             super().add_metric(name=name, unit=unit, value=value, resolution=resolution)
             stored = self.metric_set.get(name)
             if stored is not None:  # `name` had no surrounding spaces: the next call can find it as it is
-                self._validated[key] = (stored["Unit"], stored["StorageResolution"])
+                self._validated[name] = (unit, resolution, (stored["Unit"], stored["StorageResolution"]))
             return
-        if metric is None:
-            metric = self.metric_set[name] = defaultdict(list)
-        metric["Unit"], metric["StorageResolution"] = known
+        unit_name, storage_resolution = known[2]
+        if metric is None:  # the entry Powertools makes (its defaultdict(list) costs more to create than a dict)
+            self.metric_set[name] = {
+                "Unit": unit_name,
+                "StorageResolution": storage_resolution,
+                "Value": [float(value)],
+            }
+            return
+        metric["Unit"], metric["StorageResolution"] = unit_name, storage_resolution
         metric["Value"].append(float(value))
 
     def serialize_metric_set(
