@@ -35,6 +35,7 @@ from sklambda.store import ModelStore
 from tests.conftest import PENGUINS_CSV
 from training import evaluate as evaluate_module
 from training import lineage
+from training import model as model_module
 from training.cli import main
 from training.config import load_config
 from training.dataset import clean, load_table
@@ -260,6 +261,48 @@ def test_split_stratifies_exactly_as_by_the_labels() -> None:
     # Then the rows on each side are the same, in the same order
     assert x_train.index.tolist() == by_labels[0].index.tolist()
     assert x_test.index.tolist() == by_labels[1].index.tolist()
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_stratified_split_takes_the_rows_train_test_split_takes(seed: int) -> None:
+    # Given labels of a few classes, some rare, and a test share, a seed
+    rng = np.random.default_rng(seed)
+    classes = int(rng.integers(2, 7))
+    rows = int(rng.integers(20, 5000))
+    codes = rng.choice(classes, size=rows, p=rng.dirichlet(np.ones(classes)))
+    codes[: 2 * classes] = np.repeat(np.arange(classes), 2)  # every class at least twice
+    codes = rng.permutation(codes)
+    test_size = float(rng.choice([0.1, 0.2, 0.25, 0.33]))
+    # When our split and scikit-learn's stratified split take their rows
+    indices = model_module.stratified_split_indices(codes, test_size, seed)
+    rows_index = np.arange(rows)
+    train, test = train_test_split(rows_index, test_size=test_size, random_state=seed, stratify=codes)
+    # Then they are the same rows, in the same order
+    assert indices is not None
+    np.testing.assert_array_equal(indices[0], train)
+    np.testing.assert_array_equal(indices[1], test)
+
+
+def test_stratified_split_leaves_what_scikit_learn_refuses_to_it() -> None:
+    # Three classes cannot all be on the test side of a 5-row test set of two rows per class: scikit-learn's error
+    assert model_module.stratified_split_indices(np.repeat(np.arange(3), 2), 0.2, 0) is None
+    with pytest.raises(ValueError, match="test_size"):
+        train_test_split(np.arange(6), test_size=0.2, random_state=0, stratify=np.repeat(np.arange(3), 2))
+
+
+def test_split_of_integer_and_gapped_labels_is_scikit_learns() -> None:
+    # Given integer labels, one of them missing in some rows (a Categorical's code -1)
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"a": rng.random(400), "y": rng.choice([3.0, 1.0, 7.0, np.nan], size=400)})
+    config = load_config()
+    features = select_features(frame.assign(y=frame["y"].fillna(0)), config.with_overrides(target="y"))
+    # When the training code splits it
+    parts = split(frame, features, "y", "classification", config)
+    # Then the rows are those of train_test_split stratified by the sorted classes' positions
+    stratify = pd.Categorical(frame["y"], categories=sorted(frame["y"].dropna().unique().tolist())).codes
+    expected = train_test_split(frame[features.names], test_size=0.2, random_state=42, stratify=stratify)
+    assert parts.x_train.index.tolist() == expected[0].index.tolist()
+    assert parts.x_test.index.tolist() == expected[1].index.tolist()
 
 
 def test_evaluate_scores_as_scikit_learn_does_on_the_labels() -> None:
