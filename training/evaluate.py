@@ -323,35 +323,53 @@ def permutation_importances(
     function, response = _metric_function(metric, np.arange(len(index)) if by_code else classes)
     sign = 1.0 if metric.greater_is_better else -1.0
 
-    def score(output: Any) -> float:
+    def score(output: Any, codes: Any = None) -> float:
+        """`codes`: the outputs' class codes when the caller has them (one lookup for a whole batch)."""
         if by_code and response == "predict":
-            output = index.get_indexer(pd.Series(output))
+            output = index.get_indexer(pd.Series(output)) if codes is None else codes
             if metric.name == "accuracy":  # the share of equal codes, without accuracy_score's ~7 ms of checks
                 return float(sign * np.mean(truth == output))
         return float(sign * function(truth, output))
 
     baseline = score(getattr(pipeline, response)(x))
     # scikit-learn's permutations: one seed drawn from random_state; each column starts from it and shuffles
-    # the already shuffled column again at each repeat.
+    # the already shuffled column again at each repeat. Kept as row positions: copy k of the rows is `x` with
+    # column k // repeats taken at positions[k].
     seed = np.random.RandomState(random_state).randint(np.iinfo(np.int32).max + 1)
-    copies: list[pd.DataFrame] = []
-    for name in x.columns:
+    rows = len(x)
+    positions: list[np.ndarray] = []
+    for _ in x.columns:
         generator = np.random.RandomState(seed)
-        order = np.arange(len(x))
-        column = x[name]
+        order = np.arange(rows)
+        taken = np.arange(rows)
         for _ in range(repeats):
             generator.shuffle(order)
-            column = column.iloc[order].set_axis(x.index)
-            copies.append(x.assign(**{name: column}))
-    outputs: list[Any] = []
-    per_call = max(1, IMPORTANCE_BATCH_ROWS // len(x))
-    for start in range(0, len(copies), per_call):
-        batch = copies[start : start + per_call]
-        predicted = getattr(pipeline, response)(pd.concat(batch, ignore_index=True))
-        outputs.extend(np.split(np.asarray(predicted), len(batch)))
-    scores = np.array([score(output) for output in outputs]).reshape(x.shape[1], repeats)
+            taken = taken[order]
+            positions.append(taken)
+    scores_list: list[float] = []
+    per_call = max(1, IMPORTANCE_BATCH_ROWS // rows)
+    for start in range(0, len(positions), per_call):
+        copies = range(start, min(start + per_call, len(positions)))
+        predicted = np.asarray(getattr(pipeline, response)(_permuted_copies(x, copies, positions, repeats)))
+        codes = index.get_indexer(pd.Series(predicted)) if by_code and response == "predict" else None
+        for part in range(len(copies)):
+            block = slice(part * rows, (part + 1) * rows)
+            scores_list.append(score(predicted[block], None if codes is None else codes[block]))
+    scores = np.array(scores_list).reshape(x.shape[1], repeats)
     importances = baseline - scores
     return importances.mean(axis=1), importances.std(axis=1)
+
+
+def _permuted_copies(x: pd.DataFrame, copies: range, positions: list[np.ndarray], repeats: int) -> pd.DataFrame:
+    """The copies of `x` numbered `copies`, one below the other (what concatenating each copy built with
+    `x.assign` gives, index 0..n-1), each column taken once: copy k has column k // repeats at positions[k]."""
+    rows = len(x)
+    natural = np.arange(rows)
+    columns = {}
+    for number, name in enumerate(x.columns):
+        taken = [positions[copy] if copy // repeats == number else natural for copy in copies]
+        columns[name] = x[name].take(np.concatenate(taken)).reset_index(drop=True)
+    return pd.DataFrame(columns)
 
 
 def held_out_evaluation(

@@ -382,6 +382,37 @@ def test_permutation_importances_equal_scikit_learns(task: str, metric_name: str
     assert np.abs(means).max() > 0
 
 
+def test_permuted_copies_are_scikit_learns_shuffles_one_below_the_other() -> None:
+    # Given a table of numbers, text and missing values, and scikit-learn's shuffling of each column
+    rng = np.random.default_rng(1)
+    x = pd.DataFrame(
+        {"n": rng.random(30), "t": rng.choice(["a", "b", None], size=30).astype(object), 3: rng.integers(0, 9, 30)},
+        index=rng.permutation(np.arange(100, 130)),
+    )
+    repeats, seed = 3, 11
+    expected = []
+    for name in x.columns:
+        generator, order, column = np.random.RandomState(seed), np.arange(len(x)), x[name]
+        for _ in range(repeats):
+            generator.shuffle(order)
+            column = column.iloc[order].set_axis(x.index)
+            copy = x.copy()
+            copy[name] = column
+            expected.append(copy)
+    positions = []
+    for _ in x.columns:
+        generator, order, taken = np.random.RandomState(seed), np.arange(len(x)), np.arange(len(x))
+        for _ in range(repeats):
+            generator.shuffle(order)
+            taken = taken[order]
+            positions.append(taken)
+    # When the copies are built as row positions, in batches
+    for copies in (range(0, 9), range(2, 5), range(8, 9)):
+        built = evaluate_module._permuted_copies(x, copies, positions, repeats)
+        # Then each batch is the concatenation of those copies, value for value and type for type
+        pd.testing.assert_frame_equal(built, pd.concat([expected[k] for k in copies], ignore_index=True))
+
+
 @pytest.mark.parametrize("classes", [2, 3, 5])
 @pytest.mark.parametrize("seed", range(6))
 def test_ranking_metrics_equal_scikit_learns_exactly(classes: int, seed: int) -> None:
