@@ -433,9 +433,44 @@ def test_ranking_metrics_equal_scikit_learns_exactly(classes: int, seed: int) ->
         indicator = label_binarize(truth, classes=list(labels))
         present = indicator.any(axis=0)
         expected_ap = average_precision_score(indicator[:, present], scores[:, present], average="macro")
-    # Then the values are the same floats, not merely close
+    # Then the values are the same floats, not merely close, each alone or sharing the sorted scores
     assert evaluate_module.roc_auc(truth, scores, labels) == float(expected_auc)
     assert evaluate_module.average_precision(truth, scores, labels) == float(expected_ap)
+    curves: evaluate_module.Curves = {}
+    assert evaluate_module.roc_auc(truth, scores, labels, curves) == float(expected_auc)
+    assert evaluate_module.average_precision(truth, scores, labels, curves) == float(expected_ap)
+    assert curves
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("seed", range(8))
+def test_log_loss_equals_scikit_learns_exactly(dtype: type, seed: int) -> None:
+    # Given class codes and probabilities (some exactly 0 or 1, so clipped), as a pipeline or ONNX gives them
+    rng = np.random.default_rng(seed)
+    classes = int(rng.integers(2, 6))
+    rows = int(rng.integers(1, 3000))
+    truth = rng.integers(0, classes, size=rows)
+    raw = rng.random((rows, classes)) ** 3
+    raw[rng.random((rows, classes)) < 0.05] = 0.0
+    raw[rng.integers(0, rows, size=max(1, rows // 50)), 0] = 1e9
+    probabilities = (raw / raw.sum(axis=1, keepdims=True)).astype(dtype)
+    labels = np.arange(classes)
+    # When ours and scikit-learn's score them
+    ours = evaluate_module._log_loss(truth, probabilities, labels)
+    # Then the value is the same float
+    assert ours is not None
+    assert ours == log_loss(truth, probabilities, labels=labels)
+
+
+def test_log_loss_leaves_what_scikit_learn_checks_to_it() -> None:
+    truth, labels = np.array([0, 1, 1]), np.arange(2)
+    good = np.array([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5]])
+    assert evaluate_module._log_loss(truth, good, labels) is not None
+    assert evaluate_module._log_loss(truth, good * 0.5, labels) is None  # not probabilities: scikit-learn warns
+    assert evaluate_module._log_loss(truth, good + 0.5, labels) is None  # above 1: scikit-learn raises
+    assert evaluate_module._log_loss(np.array([0, 1, 2]), good, labels) is None  # a label that is not a class
+    assert evaluate_module._log_loss(truth, good, np.array(["a", "b"])) is None  # labels, not codes
+    assert evaluate_module._log_loss(truth, np.where(good == 0.5, np.nan, good), labels) is None
 
 
 def test_ranking_metrics_refuse_what_scikit_learn_refuses() -> None:
