@@ -141,6 +141,18 @@ def test_sample_model_trains_converts_and_records_everything() -> None:
     assert {"python", "scikit-learn", "numpy", "onnx"} <= set(manifest.libraries)
 
 
+@pytest.mark.parametrize("config_file", [None, PENGUINS_CSV.parents[2] / "benchmarks" / "random_forest.toml"])
+def test_golden_outputs_are_the_pipelines_on_those_rows_alone(config_file: Path | None) -> None:
+    # Given a trained pipeline (its golden outputs taken from the evaluation of every held-out row)
+    trained = train(load_table(str(PENGUINS_CSV)), load_config(config_file))
+    golden = trained.manifest.golden
+    # When its golden rows are predicted on their own
+    rows = encode_frame(trained.x_test.head(len(golden.instances)), trained.manifest.contract)
+    # Then the labels and probabilities are the same floats
+    assert golden.predictions == trained.pipeline.predict(rows).tolist()
+    assert golden.probabilities == trained.pipeline.predict_proba(rows).tolist()
+
+
 def test_same_data_and_config_give_the_same_metrics() -> None:
     first = train(load_table(str(PENGUINS_CSV)), load_config()).manifest
     second = train(load_table(str(PENGUINS_CSV)), load_config()).manifest
