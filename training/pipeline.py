@@ -597,7 +597,9 @@ def gate_stage(
     against = f"vs champion v{champion.version}" if champion else "no champion yet"
     with progress.step("gate", f"{against}: metric rule, cases, invariants") as step:
         comparison, checks = gate.champion_checks(challenger, trained.x_test, trained.y_test, champion, config.gate)
-        checks.extend(gate.case_checks(trained.pipeline, challenger.contract, config.cases_for(challenger.name)))
+        cases = config.cases_for(challenger.name)
+        case_outputs, probe_outputs = gate.predict_cases_and_probes(trained.pipeline, challenger.contract, cases)
+        checks.extend(gate.case_checks(trained.pipeline, challenger.contract, cases, case_outputs))
         checks.extend(
             gate.invariant_checks(
                 trained.pipeline,
@@ -607,6 +609,7 @@ def gate_stage(
                 target_range=trained.target_range,
                 margin=config.gate.regression_range_margin,
                 known=trained.held_out_outputs,
+                probe_outputs=probe_outputs,
             )
         )
         step.done(f"{against}: {sum(check.passed for check in checks)} of {len(checks)} checks passed")
