@@ -20,6 +20,7 @@ import io
 import logging
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -193,12 +194,14 @@ def run_training(run: TrainingRun, *, trigger: str, by: str, run_id: str | None 
     written, so the invocation fails too (in the cloud, its event then goes to the dead-letter queue)."""
     lease, record = _start(run, trigger=trigger, by=by, run_id=run_id)
     started = time.perf_counter()
+    # The champion is read (alias, manifest, then its artifact) while the run is recorded and its table loads.
+    champion = _in_background(lambda: Champion.of(run.store, run.name, run.alias, prefetch=True))
     record = record.model_copy(update={"status": "running", "started_at": utc_now()})
     log = run.run_log()
     log.save(record)
     unexpected: BaseException | None = None
     try:
-        _carry_out(run, record, _RunSteps(run.progress, record, lease, run.lock_seconds))
+        _carry_out(run, record, _RunSteps(run.progress, record, lease, run.lock_seconds), champion)
     except DataRejected as error:
         _fail(record, "the training data failed validation", error.problems)
     except DataError as error:
@@ -266,10 +269,10 @@ class _RunSteps(Progress):
         self.renewed = time.monotonic()
 
 
-def _carry_out(run: TrainingRun, record: RunRecord, steps: _RunSteps) -> None:
+def _carry_out(run: TrainingRun, record: RunRecord, steps: _RunSteps, reading: Callable[[], Champion | None]) -> None:
+    """`reading`: waits for the champion, read in the background."""
     config = run.config
-    champion = Champion.of(run.store, run.name, run.alias)
-    table = load(run.data_uri, steps, read_limits(run.limits))
+    champion, table = _champion_and_table(run, steps, reading)
     frame = table.frame
     record.data = DataSummary(
         uri=table.uri, sha256=table.sha256, files=len(table.files), rows=len(frame), columns=len(frame.columns)
@@ -304,13 +307,38 @@ def _carry_out(run: TrainingRun, record: RunRecord, steps: _RunSteps) -> None:
         record.status, record.reason = "rejected", refused
         return
     reason = gate.passed_reason(checks)
+    # A run that lost its lease must not promote (another run may be promoting): renewed before the promotion,
+    # while the verdict is written (another object: the two round trips overlap).
+    renewed = _in_background(steps.renew) if run.promote else None
     run.store.record_gate_passed(run.name, stored.version, by=by, reason=reason)  # promotable from here on, not before
-    if not run.promote:
+    if renewed is None:
         record.status = "passed"
         record.reason = f"passed the gate ({reason}); left a candidate (promotion not requested)"
         return
-    steps.renew()  # a run that lost its lease must not promote: another run may be promoting
+    renewed()
     record.status, record.reason = promote(run, stored, champion, reason, by, steps)
+
+
+def _champion_and_table(
+    run: TrainingRun, steps: _RunSteps, champion: Callable[[], Champion | None]
+) -> tuple[Champion | None, LoadedTable]:
+    """The champion (its alias, manifest, and the artifact it is scored with), read in the background, and the
+    table, loaded meanwhile: neither needs the other, and each is a few round trips to the store. An error
+    reading the champion is raised first, as when it was read before the table."""
+    try:
+        table = load(run.data_uri, steps, read_limits(run.limits))
+    except BaseException:
+        champion()
+        raise
+    return champion(), table
+
+
+def _in_background[T](function: Callable[[], T]) -> Callable[[], T]:
+    """Start `function` in a thread of its own; the returned function waits for its result, or raises its error."""
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="training-run")
+    future = executor.submit(function)
+    executor.shutdown(wait=False)
+    return future.result
 
 
 # ------------------------------------------------------------------------------------------------ the stages
