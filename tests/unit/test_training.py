@@ -465,7 +465,8 @@ def test_log_loss_equals_scikit_learns_exactly(dtype: type, seed: int) -> None:
     raw = rng.random((rows, classes)) ** 3
     raw[rng.random((rows, classes)) < 0.05] = 0.0
     raw[rng.integers(0, rows, size=max(1, rows // 50)), 0] = 1e9
-    probabilities = (raw / raw.sum(axis=1, keepdims=True)).astype(dtype)
+    raw[raw.sum(axis=1) == 0, 0] = 1.0
+    probabilities: np.ndarray = (raw / raw.sum(axis=1, keepdims=True)).astype(dtype)
     labels = np.arange(classes)
     # When ours and scikit-learn's score them
     ours = evaluate_module._log_loss(truth, probabilities, labels)
