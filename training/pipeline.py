@@ -198,10 +198,13 @@ def run_training(run: TrainingRun, *, trigger: str, by: str, run_id: str | None 
     champion = _in_background(lambda: Champion.of(run.store, run.name, run.alias, prefetch=True))
     record = record.model_copy(update={"status": "running", "started_at": utc_now()})
     log = run.run_log()
-    log.save(record)
+    # Recorded as running while the table loads: a copy (the run fills `record` in meanwhile), waited for once the
+    # table is loaded (its error then fails the run) and always before the final record is written.
+    running = record.model_copy(deep=True)
+    recorded = _in_background(lambda: log.save(running))
     unexpected: BaseException | None = None
     try:
-        _carry_out(run, record, _RunSteps(run.progress, record, lease, run.lock_seconds), champion)
+        _carry_out(run, record, _RunSteps(run.progress, record, lease, run.lock_seconds), recorded, champion)
     except DataRejected as error:
         _fail(record, "the training data failed validation", error.problems)
     except DataError as error:
@@ -212,6 +215,8 @@ def run_training(run: TrainingRun, *, trigger: str, by: str, run_id: str | None 
         _fail(record, f"internal error: {type(error).__name__}: {error}", [])
         unexpected = error
     finally:
+        with contextlib.suppress(Exception):  # its error, if any, has failed the run already
+            recorded()
         if record.status == "failed" and record.version is not None:
             _reject_unpromoted(run, record)
         record.finished_at = utc_now()
@@ -269,10 +274,16 @@ class _RunSteps(Progress):
         self.renewed = time.monotonic()
 
 
-def _carry_out(run: TrainingRun, record: RunRecord, steps: _RunSteps, reading: Callable[[], Champion | None]) -> None:
-    """`reading`: waits for the champion, read in the background."""
+def _carry_out(
+    run: TrainingRun,
+    record: RunRecord,
+    steps: _RunSteps,
+    recorded: Callable[[], None],
+    reading: Callable[[], Champion | None],
+) -> None:
+    """`recorded` and `reading` wait for the running record's write and for the champion, both in the background."""
     config = run.config
-    champion, table = _champion_and_table(run, steps, reading)
+    champion, table = _champion_and_table(run, steps, recorded, reading)
     frame = table.frame
     record.data = DataSummary(
         uri=table.uri, sha256=table.sha256, files=len(table.files), rows=len(frame), columns=len(frame.columns)
@@ -320,16 +331,19 @@ def _carry_out(run: TrainingRun, record: RunRecord, steps: _RunSteps, reading: C
 
 
 def _champion_and_table(
-    run: TrainingRun, steps: _RunSteps, champion: Callable[[], Champion | None]
+    run: TrainingRun, steps: _RunSteps, recorded: Callable[[], None], champion: Callable[[], Champion | None]
 ) -> tuple[Champion | None, LoadedTable]:
-    """The champion (its alias, manifest, and the artifact it is scored with), read in the background, and the
-    table, loaded meanwhile: neither needs the other, and each is a few round trips to the store. An error
-    reading the champion is raised first, as when it was read before the table."""
+    """The champion (its alias, manifest, and the artifact it is scored with), read in the background while the
+    running record is written, and the table, loaded meanwhile: none needs the others, and each is a few round
+    trips to the store. Their errors come in the order the steps ran in before: the record's, the champion's,
+    the table's."""
     try:
         table = load(run.data_uri, steps, read_limits(run.limits))
     except BaseException:
+        recorded()
         champion()
         raise
+    recorded()
     return champion(), table
 
 

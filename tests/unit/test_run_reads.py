@@ -4,12 +4,14 @@ it is scored, a run that lost its lease does not promote)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from sklambda.errors import RunInProgress
-from sklambda.runs import Lease
+from sklambda.manifest import Manifest
+from sklambda.runs import Lease, RunLog
 from sklambda.serving import local_self_test
 from sklambda.store import ModelStore
 from tests.conftest import PENGUINS_CSV
@@ -67,3 +69,18 @@ def test_a_run_that_lost_its_lease_before_promoting_does_not_promote(
     assert alias is not None
     assert alias.record.version == 1
     assert with_champion.status("penguins", 2).status == "rejected"
+
+
+def test_a_run_is_recorded_as_running_while_it_trains(tmp_path: Path) -> None:
+    # Given a run whose serving check looks at the run records (the record is written in the background)
+    store = ModelStore.from_uri(str(tmp_path / "store"))
+    seen: list[str] = []
+
+    def look(manifest: Manifest) -> None:
+        seen.extend(record.status for record in RunLog(store.objects, "penguins").list())
+
+    run = replace(_run(store), serving_check=look)
+    # When it runs, then it was recorded as running meanwhile, and its final record replaced that
+    record = run_training(run, trigger="cli", by="first")
+    assert seen == ["running"]
+    assert [saved.status for saved in RunLog(store.objects, "penguins").list()] == [record.status] == ["promoted"]
