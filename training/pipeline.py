@@ -684,11 +684,11 @@ def promote(
             run.before_promotion(stored)
         expected = champion.state if champion else None
         try:
-            # The store records the version's status "promoted" itself, after the swap (by, and the reason).
             run.store.promote(name, stored.version, alias=run.alias, by=by, reason=reason, expected=expected)
         except AliasConflict as error:
             step.done("the alias moved meanwhile")
             return "rejected", f"passed the gate, but {error}"
+        run.store.set_status(name, stored.version, StatusRecord(status="promoted", reason=reason, by=by))
         step.done("promoted")
     logger.info("%s v%s promoted to %s: %s", name, stored.version, run.alias, reason)
     return "promoted", reason
