@@ -37,16 +37,25 @@ class Champion:
     state: AliasState
     store: ModelStore
     _scorer: _Scorer | None = field(default=None, init=False, repr=False)
+    # The artifact the champion is scored with, on its way from the store (Champion.of(..., prefetch=True)).
+    _artifact: Callable[[], bytes] | None = field(default=None, init=False, repr=False)
     # The outputs scored so far in this run, and the index of the rows they are for.
     _scored: Outputs | None = field(default=None, init=False, repr=False)
     _scored_index: pd.Index = field(default_factory=lambda: pd.Index([]), init=False, repr=False)
 
     @classmethod
-    def of(cls, store: ModelStore, name: str, alias: str) -> Champion | None:
+    def of(cls, store: ModelStore, name: str, alias: str, *, prefetch: bool = False) -> Champion | None:
+        """The version `alias` names now, None without one. `prefetch`: start reading the artifact it is scored
+        with in the background (a run scores it in almost every case): the round trip then overlaps the run's
+        own work. Nothing read ahead is trusted until scoring: the store checks its checksum (and signature)
+        then, and a failed read raises there, as a read at that point would."""
         state = store.alias(name, alias)
         if state is None:
             return None
-        return cls(store.manifest(name, state.record.version), state, store)
+        champion = cls(store.manifest(name, state.record.version), state, store)
+        if prefetch:
+            champion._artifact = store.start_reading(name, champion.version, ARTIFACTS[champion.runtime])
+        return champion
 
     @property
     def version(self) -> int:
@@ -65,7 +74,7 @@ class Champion:
         known by their index. Each row is scored once per run: validation scores a sample of the table, the gate
         the held-out rows, and the rows both need are not scored again."""
         if self._scorer is None:
-            self._scorer = _Scorer(self.store, self.manifest, self.runtime)
+            self._scorer = _Scorer(self.store, self.manifest, self.runtime, self._artifact)
         if not rows.index.is_unique:
             return self._scorer.outputs(rows)
         if self._scored is None:
@@ -124,11 +133,14 @@ class Outputs:
 
 
 class _Scorer:
-    def __init__(self, store: ModelStore, manifest: Manifest, runtime: RuntimeName) -> None:
+    def __init__(
+        self, store: ModelStore, manifest: Manifest, runtime: RuntimeName, read: Callable[[], bytes] | None = None
+    ) -> None:
         self.manifest = manifest
         # Checksum first (store.artifact), then the runtime; either refuses a bad artifact with VersionRefused.
+        # `read`: the artifact's bytes already on their way (store.start_reading).
         self.predictor: Predictor = load_predictor(
-            runtime, store.artifact(manifest, ARTIFACTS[runtime]), manifest.contract
+            runtime, store.artifact(manifest, ARTIFACTS[runtime], read=read), manifest.contract
         )
         self.classes = np.asarray(manifest.classes, dtype=object) if manifest.classes is not None else None
         self.number_type = NUMBER_TYPES[runtime]  # the numbers as this runtime serves them

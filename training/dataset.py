@@ -245,7 +245,9 @@ def clean(frame: pd.DataFrame, target: str) -> tuple[pd.DataFrame, CleanReport]:
             stripped = column.map({v: (v.strip() or None) if isinstance(v, str) else v for v in distinct})
             cleaned[name] = stripped.astype(object).where(stripped.notna(), None)
     missing_target = cleaned[target].isna()
-    cleaned = cleaned.loc[~missing_target].reset_index(drop=True)
+    # Every row kept (the usual case): the same table without selecting each row into a copy.
+    cleaned = cleaned.loc[~missing_target] if missing_target.any() else cleaned
+    cleaned = cleaned.reset_index(drop=True)
     report = CleanReport(
         rows_in=len(frame), rows_out=len(cleaned), dropped={"without a target": int(missing_target.sum())}
     )

@@ -25,9 +25,12 @@ from sklearn.ensemble import (
     RandomForestRegressor,
 )
 from sklearn.model_selection import train_test_split
+from sklearn.model_selection._split import _validate_shuffle_split  # private; the sizes train_test_split takes
 from sklearn.pipeline import Pipeline
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import InvalidParameterError  # not exported publicly; there since 1.2
+from sklearn.utils.extmath import _approximate_mode  # private; StratifiedShuffleSplit's per-class counts
 
 from sklambda.contract import Task
 from sklambda.errors import ConfigError, DataError
@@ -171,24 +174,55 @@ def split(frame: pd.DataFrame, features: FeatureSet, target: str, task: Task, co
     if len(frame) < MIN_ROWS:
         raise DataError(f"only {len(frame)} rows with a target; at least {MIN_ROWS} are needed")
     y = frame[target]
-    stratify = None
+    x = frame[features.names]
+    test_size, random_state = config.evaluation.test_size, config.evaluation.random_state
     if task == "classification":
-        counts = y.value_counts()
-        if len(counts) < 2:
-            raise DataError(f"the target {target!r} has a single class ({counts.index[0]!r}); nothing to learn")
-        # Stratify when every class can appear on both sides; rare classes otherwise make the split fail. By the
-        # classes' positions in sorted order: the same split as by the labels themselves (scikit-learn orders the
-        # classes by np.unique either way), without sorting every label string (~70 ms per 100 000 rows).
+        # By the classes' positions in sorted order: the same split as by the labels themselves (scikit-learn
+        # orders the classes by np.unique either way), without sorting every label string (~70 ms per 100 000
+        # rows). Each distinct label is hashed once (factorize) and only the distinct labels are sorted.
+        codes, distinct = pd.factorize(y)
+        counts = np.bincount(codes[codes >= 0], minlength=len(distinct))
+        if len(distinct) < 2:
+            only = f" ({distinct[0]!r})" if len(distinct) else ""
+            raise DataError(f"the target {target!r} has a single class{only}; nothing to learn")
+        # Stratify when every class can appear on both sides; rare classes otherwise make the split fail.
         if counts.min() >= 2:
-            stratify = pd.Categorical(y, categories=sorted(counts.index.tolist())).codes
-    x_train, x_test, y_train, y_test = train_test_split(
-        frame[features.names],
-        y,
-        test_size=config.evaluation.test_size,
-        random_state=config.evaluation.random_state,
-        stratify=stratify,
-    )
+            positions = pd.Index(sorted(distinct.tolist())).get_indexer(distinct)
+            stratify = np.where(codes >= 0, positions[codes], -1)  # a missing label: -1, as a Categorical's code
+            indices = stratified_split_indices(stratify, test_size, random_state)
+            if indices is not None:
+                train, test = indices
+                return Split(x.take(train), x.take(test), y.take(train), y.take(test))
+            x_train, x_test, y_train, y_test = train_test_split(
+                x, y, test_size=test_size, random_state=random_state, stratify=stratify
+            )
+            return Split(x_train, x_test, y_train, y_test)
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=test_size, random_state=random_state)
     return Split(x_train, x_test, y_train, y_test)
+
+
+def stratified_split_indices(
+    codes: np.ndarray, test_size: float, random_state: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The (train, test) row positions `train_test_split(..., stratify=codes)` takes: StratifiedShuffleSplit's
+    first split, the same draws from the same generator in the same order, but each class's rows gathered as
+    arrays (scikit-learn extends a list one NumPy integer at a time: ~45 ms per 100 000 rows).
+    tests/unit/test_training.py compares the two. None where scikit-learn would refuse the sizes: its own error
+    is then raised by train_test_split."""
+    n_train, n_test = _validate_shuffle_split(len(codes), test_size, None, default_test_size=0.25)
+    classes, y_indices, class_counts = np.unique(codes, return_inverse=True, return_counts=True)
+    if class_counts.min() < 2 or n_train < len(classes) or n_test < len(classes):
+        return None
+    class_indices = np.split(np.argsort(y_indices, kind="stable"), np.cumsum(class_counts)[:-1])
+    rng = check_random_state(random_state)
+    n_i = _approximate_mode(class_counts, n_train, rng)
+    t_i = _approximate_mode(class_counts - n_i, n_test, rng)
+    train, test = [], []
+    for i in range(len(classes)):
+        permuted = class_indices[i].take(rng.permutation(class_counts[i]), mode="clip")
+        train.append(permuted[: n_i[i]])
+        test.append(permuted[n_i[i] : n_i[i] + t_i[i]])
+    return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
 
 
 def fit(pipeline: Pipeline, x: pd.DataFrame, y: pd.Series) -> float:

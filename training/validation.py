@@ -7,6 +7,7 @@ Every problem is collected, one readable line each, so a failed run reports all 
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from sklambda.contract import MISSING_CATEGORY, canonical_category
@@ -64,7 +65,8 @@ def validate_table(frame: pd.DataFrame, config: TrainingConfig, scored_champion:
     scored = frame
     if labels is not None and champion.classes is not None:
         # Rows of classes the champion never predicts cannot be scored (log_loss); their share is checked above.
-        scored = frame[labels.isin({canonical_category(c) for c in champion.classes})]
+        known = labels.isin({canonical_category(c) for c in champion.classes})
+        scored = frame if known.all() else frame[known]  # the same rows: no copy of the table when all are known
     if len(scored) > CHAMPION_SAMPLE_ROWS:
         scored = scored.sample(CHAMPION_SAMPLE_ROWS, random_state=config.evaluation.random_state)
     if scored.empty:
@@ -126,8 +128,9 @@ def _drift(frame: pd.DataFrame, champion: Manifest, config: TrainingConfig, labe
                     f"never saw ({examples}; > [data].max_unseen_category_share {settings.max_unseen_category_share})"
                 )
         elif feature.minimum is not None and feature.maximum is not None:
-            present = column.dropna().astype("float64")
-            outside = int(((present < feature.minimum) | (present > feature.maximum)).sum())
+            # Missing values (NaN) compare false: counted as neither below nor above, without dropping them first.
+            values = column.to_numpy(dtype="float64", na_value=np.nan)
+            outside = int(((values < feature.minimum) | (values > feature.maximum)).sum())
             if outside / total > settings.max_out_of_range_share:
                 problems.append(
                     f"drift: column {feature.name!r}: {_share(outside, total)} outside the champion's training "

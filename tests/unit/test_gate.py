@@ -16,7 +16,7 @@ from tests.conftest import PENGUINS_CSV
 from training.budget import RunLimits, check_fits, check_time_left, estimate
 from training.config import BudgetSection, GateCase, GateSection, load_config
 from training.dataset import load_table
-from training.gate import case_checks, invariant_checks, metric_checks
+from training.gate import case_checks, invariant_checks, metric_checks, predict_cases_and_probes
 from training.pipeline import TrainedModel, train
 
 pytestmark = pytest.mark.unit
@@ -154,6 +154,34 @@ def test_invariants_hold_for_the_sample_model(penguins_model: TrainedModel) -> N
         "labels are known classes": True,
         "probabilities are valid": True,
     }
+
+
+def test_cases_and_corner_inputs_in_one_call_give_the_checks_of_separate_calls(penguins_model: TrainedModel) -> None:
+    # Given cases of every kind (one naming a field the model lacks) and the challenger's held-out outputs
+    model, contract = penguins_model, penguins_model.manifest.contract
+    cases = [
+        GateCase(name="p", instance=GENTOO, expect="Gentoo", min_probability=0.9),
+        GateCase(name="typo", instance={**GENTOO, "flipper_mm": 3}, expect="Gentoo"),
+        GateCase(name="in", instance={**GENTOO, "island": "Dream", "sex": None}, expect_in=["Adelie", "Chinstrap"]),
+    ]
+    known = model.held_out_outputs
+    # When the cases and the corner inputs are predicted in one pipeline call
+    case_outputs, probe_outputs = predict_cases_and_probes(model.pipeline, contract, cases)
+    together = case_checks(model.pipeline, contract, cases, case_outputs) + invariant_checks(
+        model.pipeline,
+        contract,
+        model.x_test,
+        "classification",
+        target_range=None,
+        margin=0.5,
+        known=known,
+        probe_outputs=probe_outputs,
+    )
+    # Then every check reads as when each is predicted in calls of its own
+    alone = case_checks(model.pipeline, contract, cases) + invariant_checks(
+        model.pipeline, contract, model.x_test, "classification", target_range=None, margin=0.5, known=known
+    )
+    assert together == alone
 
 
 class Broken:

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from sklearn import metrics as sk_metrics
 
+from sklambda import monitoring
 from sklambda.capture import MAX_RECORD_BYTES, CaptureBuffer, decode_numbers, encode_record
 from sklambda.contract import MISSING_CATEGORY, DataContract, Feature
 from sklambda.monitoring import (
@@ -94,6 +95,26 @@ def test_few_distinct_values_give_fewer_bins() -> None:
     baseline = numeric_baseline(np.array([2007.0, 2008.0, 2009.0] * 100))
     assert baseline.edges == [2007.0, 2008.0, 2009.0]
     assert baseline.shares == pytest.approx([1 / 3, 1 / 3, 1 / 3, 0.0])
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_numeric_baseline_is_the_quantile_edges_and_the_bin_counts_exactly(seed: int) -> None:
+    # Given values with ties, gaps, infinities at some seeds, signed zeros at others
+    rng = np.random.default_rng(seed)
+    values = np.round(rng.normal(0, 3, int(rng.integers(1, 5000))), int(rng.integers(0, 3)))
+    values[rng.random(values.size) < 0.1] = np.nan
+    if seed % 3 == 1:
+        values[: min(3, values.size)] = np.inf
+    if seed % 3 == 2:
+        values[rng.random(values.size) < 0.2] = -0.0
+    # When summarised (sorted once), and as the drift accumulator bins live values (each value searched)
+    baseline = numeric_baseline(values)
+    edges = monitoring.quantile_edges(values)
+    counts = monitoring.bin_counts(values, edges)
+    present = int((~np.isnan(values)).sum())
+    # Then the edges and shares are the same floats
+    assert baseline.edges == edges
+    assert baseline.shares == [float(count) / present if present else 0.0 for count in counts]
 
 
 def test_categorical_baseline_shares_and_missing() -> None:

@@ -17,11 +17,11 @@ import pytest
 from sklearn.datasets import load_diabetes
 
 from sklambda.contract import ContractViolation
-from sklambda.contract_derivation import encode_frame, frame_to_instances
+from sklambda.contract_derivation import encode_frame, frame_to_instances, model_inputs
 from sklambda.errors import VersionRefused
 from sklambda.manifest import Manifest
 from sklambda.request_validation import Columns
-from sklambda.runtimes import Prediction
+from sklambda.runtimes import Prediction, load_predictor
 from sklambda.runtimes.sklearn import load_pipeline
 from sklambda.serving import (
     PROBABILITY_TOLERANCE,
@@ -99,6 +99,21 @@ def test_served_classes_and_probabilities_equal_the_pipeline(
     assert reply["predictions"] == pipeline.predict(encoded).tolist()
     gap = np.abs(np.asarray(reply["probabilities"]) - pipeline.predict_proba(encoded)).max()
     assert gap <= PROBABILITY_TOLERANCE
+
+
+@pytest.mark.parametrize("config", [None, FOREST_CONFIG], ids=["logistic-regression", "random-forest-100"])
+def test_the_sklearn_runtime_gives_the_pipelines_own_labels_and_probabilities(config: Path | None) -> None:
+    # Given a trained pipeline, and the scikit-learn runtime loaded from its artifact
+    trained = train(load_table(str(PENGUINS_CSV)), load_config(config))
+    contract = trained.manifest.contract
+    predictor = load_predictor("sklearn", trained.files["model.joblib"], contract)
+    encoded = encode_frame(pd.read_csv(PENGUINS_CSV), contract)
+    # When it predicts the rows as serving builds them (its steps before the estimator run once)
+    prediction = predictor.predict(model_inputs(encoded, contract, np.float64))
+    # Then the labels and probabilities are the pipeline's predict and predict_proba, the same floats
+    assert prediction.labels.tolist() == trained.pipeline.predict(encoded).tolist()
+    assert prediction.probabilities is not None
+    np.testing.assert_array_equal(prediction.probabilities, trained.pipeline.predict_proba(encoded))
 
 
 def test_served_regression_equals_the_pipeline(fresh_handler: Callable[..., ModuleType], tmp_path: Path) -> None:

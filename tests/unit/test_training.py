@@ -35,6 +35,7 @@ from sklambda.store import ModelStore
 from tests.conftest import PENGUINS_CSV
 from training import evaluate as evaluate_module
 from training import lineage
+from training import model as model_module
 from training.cli import main
 from training.config import load_config
 from training.dataset import clean, load_table
@@ -138,6 +139,18 @@ def test_sample_model_trains_converts_and_records_everything() -> None:
     assert len(manifest.golden.instances) == 20
     assert manifest.golden.probabilities is not None
     assert {"python", "scikit-learn", "numpy", "onnx"} <= set(manifest.libraries)
+
+
+@pytest.mark.parametrize("config_file", [None, PENGUINS_CSV.parents[2] / "benchmarks" / "random_forest.toml"])
+def test_golden_outputs_are_the_pipelines_on_those_rows_alone(config_file: Path | None) -> None:
+    # Given a trained pipeline (its golden outputs taken from the evaluation of every held-out row)
+    trained = train(load_table(str(PENGUINS_CSV)), load_config(config_file))
+    golden = trained.manifest.golden
+    # When its golden rows are predicted on their own
+    rows = encode_frame(trained.x_test.head(len(golden.instances)), trained.manifest.contract)
+    # Then the labels and probabilities are the same floats
+    assert golden.predictions == trained.pipeline.predict(rows).tolist()
+    assert golden.probabilities == trained.pipeline.predict_proba(rows).tolist()
 
 
 def test_same_data_and_config_give_the_same_metrics() -> None:
@@ -262,6 +275,48 @@ def test_split_stratifies_exactly_as_by_the_labels() -> None:
     assert x_test.index.tolist() == by_labels[1].index.tolist()
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_stratified_split_takes_the_rows_train_test_split_takes(seed: int) -> None:
+    # Given labels of a few classes, some rare, and a test share, a seed
+    rng = np.random.default_rng(seed)
+    classes = int(rng.integers(2, 7))
+    rows = int(rng.integers(20, 5000))
+    codes = rng.choice(classes, size=rows, p=rng.dirichlet(np.ones(classes)))
+    codes[: 2 * classes] = np.repeat(np.arange(classes), 2)  # every class at least twice
+    codes = rng.permutation(codes)
+    test_size = float(rng.choice([0.1, 0.2, 0.25, 0.33]))
+    # When our split and scikit-learn's stratified split take their rows
+    indices = model_module.stratified_split_indices(codes, test_size, seed)
+    rows_index = np.arange(rows)
+    train, test = train_test_split(rows_index, test_size=test_size, random_state=seed, stratify=codes)
+    # Then they are the same rows, in the same order
+    assert indices is not None
+    np.testing.assert_array_equal(indices[0], train)
+    np.testing.assert_array_equal(indices[1], test)
+
+
+def test_stratified_split_leaves_what_scikit_learn_refuses_to_it() -> None:
+    # Three classes cannot all be on the test side of a 5-row test set of two rows per class: scikit-learn's error
+    assert model_module.stratified_split_indices(np.repeat(np.arange(3), 2), 0.2, 0) is None
+    with pytest.raises(ValueError, match="test_size"):
+        train_test_split(np.arange(6), test_size=0.2, random_state=0, stratify=np.repeat(np.arange(3), 2))
+
+
+def test_split_of_integer_and_gapped_labels_is_scikit_learns() -> None:
+    # Given integer labels, one of them missing in some rows (a Categorical's code -1)
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"a": rng.random(400), "y": rng.choice([3.0, 1.0, 7.0, np.nan], size=400)})
+    config = load_config()
+    features = select_features(frame.assign(y=frame["y"].fillna(0)), config.with_overrides(target="y"))
+    # When the training code splits it
+    parts = split(frame, features, "y", "classification", config)
+    # Then the rows are those of train_test_split stratified by the sorted classes' positions
+    stratify = pd.Categorical(frame["y"], categories=sorted(frame["y"].dropna().unique().tolist())).codes
+    expected = train_test_split(frame[features.names], test_size=0.2, random_state=42, stratify=stratify)
+    assert parts.x_train.index.tolist() == expected[0].index.tolist()
+    assert parts.x_test.index.tolist() == expected[1].index.tolist()
+
+
 def test_evaluate_scores_as_scikit_learn_does_on_the_labels() -> None:
     # Given a fitted pipeline and its held-out rows
     trained = train(load_table(str(PENGUINS_CSV)), load_config())
@@ -339,6 +394,37 @@ def test_permutation_importances_equal_scikit_learns(task: str, metric_name: str
     assert np.abs(means).max() > 0
 
 
+def test_permuted_copies_are_scikit_learns_shuffles_one_below_the_other() -> None:
+    # Given a table of numbers, text and missing values, and scikit-learn's shuffling of each column
+    rng = np.random.default_rng(1)
+    x = pd.DataFrame(
+        {"n": rng.random(30), "t": rng.choice(["a", "b", None], size=30).astype(object), 3: rng.integers(0, 9, 30)},
+        index=rng.permutation(np.arange(100, 130)),
+    )
+    repeats, seed = 3, 11
+    expected = []
+    for name in x.columns:
+        generator, order, column = np.random.RandomState(seed), np.arange(len(x)), x[name]
+        for _ in range(repeats):
+            generator.shuffle(order)
+            column = column.iloc[order].set_axis(x.index)
+            copy = x.copy()
+            copy[name] = column
+            expected.append(copy)
+    positions = []
+    for _ in x.columns:
+        generator, order, taken = np.random.RandomState(seed), np.arange(len(x)), np.arange(len(x))
+        for _ in range(repeats):
+            generator.shuffle(order)
+            taken = taken[order]
+            positions.append(taken)
+    # When the copies are built as row positions, in batches
+    for copies in (range(0, 9), range(2, 5), range(8, 9)):
+        built = evaluate_module._permuted_copies(x, copies, positions, repeats)
+        # Then each batch is the concatenation of those copies, value for value and type for type
+        pd.testing.assert_frame_equal(built, pd.concat([expected[k] for k in copies], ignore_index=True))
+
+
 @pytest.mark.parametrize("classes", [2, 3, 5])
 @pytest.mark.parametrize("seed", range(6))
 def test_ranking_metrics_equal_scikit_learns_exactly(classes: int, seed: int) -> None:
@@ -359,9 +445,45 @@ def test_ranking_metrics_equal_scikit_learns_exactly(classes: int, seed: int) ->
         indicator = label_binarize(truth, classes=list(labels))
         present = indicator.any(axis=0)
         expected_ap = average_precision_score(indicator[:, present], scores[:, present], average="macro")
-    # Then the values are the same floats, not merely close
+    # Then the values are the same floats, not merely close, each alone or sharing the sorted scores
     assert evaluate_module.roc_auc(truth, scores, labels) == float(expected_auc)
     assert evaluate_module.average_precision(truth, scores, labels) == float(expected_ap)
+    curves: evaluate_module.Curves = {}
+    assert evaluate_module.roc_auc(truth, scores, labels, curves) == float(expected_auc)
+    assert evaluate_module.average_precision(truth, scores, labels, curves) == float(expected_ap)
+    assert curves
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("seed", range(8))
+def test_log_loss_equals_scikit_learns_exactly(dtype: type, seed: int) -> None:
+    # Given class codes and probabilities (some exactly 0 or 1, so clipped), as a pipeline or ONNX gives them
+    rng = np.random.default_rng(seed)
+    classes = int(rng.integers(2, 6))
+    rows = int(rng.integers(1, 3000))
+    truth = rng.integers(0, classes, size=rows)
+    raw = rng.random((rows, classes)) ** 3
+    raw[rng.random((rows, classes)) < 0.05] = 0.0
+    raw[rng.integers(0, rows, size=max(1, rows // 50)), 0] = 1e9
+    raw[raw.sum(axis=1) == 0, 0] = 1.0
+    probabilities: np.ndarray = (raw / raw.sum(axis=1, keepdims=True)).astype(dtype)
+    labels = np.arange(classes)
+    # When ours and scikit-learn's score them
+    ours = evaluate_module._log_loss(truth, probabilities, labels)
+    # Then the value is the same float
+    assert ours is not None
+    assert ours == log_loss(truth, probabilities, labels=labels)
+
+
+def test_log_loss_leaves_what_scikit_learn_checks_to_it() -> None:
+    truth, labels = np.array([0, 1, 1]), np.arange(2)
+    good = np.array([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5]])
+    assert evaluate_module._log_loss(truth, good, labels) is not None
+    assert evaluate_module._log_loss(truth, good * 0.5, labels) is None  # not probabilities: scikit-learn warns
+    assert evaluate_module._log_loss(truth, good + 0.5, labels) is None  # above 1: scikit-learn raises
+    assert evaluate_module._log_loss(np.array([0, 1, 2]), good, labels) is None  # a label that is not a class
+    assert evaluate_module._log_loss(truth, good, np.array(["a", "b"])) is None  # labels, not codes
+    assert evaluate_module._log_loss(truth, np.where(good == 0.5, np.nan, good), labels) is None
 
 
 def test_ranking_metrics_refuse_what_scikit_learn_refuses() -> None:

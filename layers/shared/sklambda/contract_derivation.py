@@ -160,7 +160,7 @@ def frame_problems(frame: pd.DataFrame, contract: DataContract) -> list[Problem]
     for feature in contract.features:
         if feature.name not in frame:
             continue
-        column = frame[feature.name].dropna()
+        column = frame[feature.name]  # its dtype: dropping the missing values first would copy it, dtype unchanged
         if feature.kind == "numeric" and not _is_numeric_dtype(column):
             problems.append(Problem(field=feature.name, message=f"expected numbers, found {column.dtype}"))
     return problems

@@ -98,12 +98,23 @@ def _shares(counts: np.ndarray | Sequence[int], total: int) -> list[float]:
 
 def numeric_baseline(values: np.ndarray, bins: int = DEFAULT_BINS) -> NumericBaseline:
     values = np.asarray(values, dtype=np.float64)
-    edges = quantile_edges(values, bins)
     missing = int(np.isnan(values).sum())
-    present = len(values) - missing
+    present = np.sort(values[~np.isnan(values)])
+    zeros = present[present == 0]
+    if np.signbit(zeros).any():
+        # -0.0 and 0.0 compare equal: which of them a quantile lands on may depend on the order; as before.
+        edges = quantile_edges(values, bins)
+        counts = bin_counts(values, edges)
+    else:
+        # Sorted once: the same quantiles (the same order statistics), and each bin's count from the edges'
+        # positions among the values (values in (edges[i-1], edges[i]], as bin_counts counts them), ~2x faster
+        # than searching each value among the edges.
+        edges = quantile_edges(present, bins)
+        below = np.searchsorted(present, np.asarray(edges, dtype=np.float64), side="right")
+        counts = np.diff(below, prepend=0, append=present.size)
     return NumericBaseline(
         edges=edges,
-        shares=_shares(bin_counts(values, edges), present),
+        shares=_shares(counts, present.size),
         missing_share=missing / len(values) if len(values) else 0.0,
     )
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import io
 import warnings
+from typing import Any
 
 import joblib
 import numpy as np
 import pandas as pd
 from sklearn.exceptions import InconsistentVersionWarning
+from sklearn.pipeline import Pipeline
 
 from sklambda.contract import DataContract
 from sklambda.errors import VersionRefused
@@ -49,7 +51,19 @@ class SklearnPredictor:
             },
             copy=False,
         )
-        labels = np.asarray(self.pipeline.predict(frame))  # type: ignore[attr-defined]
         if self._classifier:
-            return Prediction(labels=labels, probabilities=np.asarray(self.pipeline.predict_proba(frame)))  # type: ignore[attr-defined]
+            labels, probabilities = _labels_and_probabilities(self.pipeline, frame)
+            return Prediction(labels=labels, probabilities=probabilities)
+        labels = np.asarray(self.pipeline.predict(frame))  # type: ignore[attr-defined]
         return Prediction(labels=labels.astype(np.float64).ravel())
+
+
+def _labels_and_probabilities(pipeline: Any, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """pipeline.predict(frame) and pipeline.predict_proba(frame), with a Pipeline's steps before its estimator run
+    once: each of the two runs them again first (20 000 rows through the sample's one-hot encoding cost more than
+    the logistic regression's predict)."""
+    if isinstance(pipeline, Pipeline) and len(pipeline.steps) >= 2:
+        steps = pipeline[:-1].transform(frame)
+        estimator = pipeline.steps[-1][1]
+        return np.asarray(estimator.predict(steps)), np.asarray(estimator.predict_proba(steps))
+    return np.asarray(pipeline.predict(frame)), np.asarray(pipeline.predict_proba(frame))
