@@ -52,13 +52,13 @@ class SklearnPredictor:
             copy=False,
         )
         if self._classifier:
-            labels, probabilities = _labels_and_probabilities(self.pipeline, frame)
+            labels, probabilities = labels_and_probabilities(self.pipeline, frame)
             return Prediction(labels=labels, probabilities=probabilities)
         labels = np.asarray(self.pipeline.predict(frame))  # type: ignore[attr-defined]
         return Prediction(labels=labels.astype(np.float64).ravel())
 
 
-def _labels_and_probabilities(pipeline: Any, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def labels_and_probabilities(pipeline: Any, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """pipeline.predict(frame) and pipeline.predict_proba(frame), with a Pipeline's steps before its estimator run
     once: each of the two runs them again first (20 000 rows through the sample's one-hot encoding cost more than
     the logistic regression's predict)."""
