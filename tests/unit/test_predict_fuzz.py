@@ -200,3 +200,20 @@ def test_a_large_body_is_answered_as_if_its_depth_were_scanned_first(
     # Then the replies are the same: status, error, problems and predictions
     assert deferred["statusCode"] == scanned_first["statusCode"]
     assert json.loads(deferred["body"]) == json.loads(scanned_first["body"])
+
+
+@settings(max_examples=100, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(document=large_documents, padding=st.integers(min_value=4100, max_value=6000))
+def test_a_large_body_is_scanned_for_depth_at_most_once(roomy_app: ModuleType, document: Any, padding: int) -> None:
+    # Given a large body, refused or not, whose depth check the handler defers
+    import sklambda.api
+
+    event = event_for(" " * padding + json.dumps(document), "application/json", False)
+    scans: list[int] = []
+    scan = sklambda.api.check_depth
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sklambda.api, "check_depth", lambda raw, limit: scans.append(limit) or scan(raw, limit))
+        # When the handler answers it
+        roomy_app.lambda_handler(event, LambdaContext())
+    # Then the body was scanned once at most (a refusal is checked for depth in `columns` and by the handler)
+    assert len(scans) <= 1

@@ -103,9 +103,11 @@ class PredictRequest:
         return columns
 
     def check_depth(self) -> None:
-        """Refuse a request parsed before its depth was checked if it is too deep (nothing for the others)."""
+        """Refuse a request parsed before its depth was checked if it is too deep (nothing for the others). The
+        body is scanned once: a refused request reaches this from `columns` and again from the handler."""
         if self.unchecked is not None:
-            check_depth(self.unchecked, self.max_depth)
+            body, self.unchecked = self.unchecked, None
+            check_depth(body, self.max_depth)
 
     def depth_refusal(self) -> RequestError | None:
         """The TooDeep refusal `check_depth` would raise, or None: what a caller reports first, whatever else it
