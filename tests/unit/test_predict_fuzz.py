@@ -211,8 +211,13 @@ def test_a_large_body_is_scanned_for_depth_at_most_once(roomy_app: ModuleType, d
     event = event_for(" " * padding + json.dumps(document), "application/json", False)
     scans: list[int] = []
     scan = sklambda.api.check_depth
+
+    def counted(raw: bytes, limit: int) -> None:
+        scans.append(limit)
+        scan(raw, limit)
+
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sklambda.api, "check_depth", lambda raw, limit: scans.append(limit) or scan(raw, limit))
+        patch.setattr(sklambda.api, "check_depth", counted)
         # When the handler answers it
         roomy_app.lambda_handler(event, LambdaContext())
     # Then the body was scanned once at most (a refusal is checked for depth in `columns` and by the handler)
