@@ -153,19 +153,27 @@ def read_served_manifest(data: bytes, *, name: str, version: int) -> ServedManif
         served = msgspec.convert({key: stored[key] for key in _SERVED_FIELDS & stored.keys()}, ServedManifest)
     except (msgspec.ValidationError, msgspec.DecodeError, orjson.JSONEncodeError) as error:
         raise IntegrityError(f"manifest of {name} v{version} is unreadable: {error}") from None
-    if served.manifest_sha256 != computed:
-        raise IntegrityError(f"manifest of {name} v{version} does not match its checksum")
-    if served.name != name or served.version != version:
-        # A manifest copied from elsewhere (another model, an older version) verifies on its own: refuse it.
-        raise IntegrityError(
-            f"the manifest stored as {name} v{version} describes {served.name} v{served.version}; refused"
-        )
+    check_verified(name, version, served.manifest_sha256, computed, served.name, served.version)
     served.stored = data
     served.computed_sha256 = computed
     return served
 
 
 _SERVED_FIELDS = frozenset(ServedManifest.__dataclass_fields__) - {"stored", "computed_sha256"}
+
+
+def check_verified(
+    name: str, version: int, recorded_sha256: str | None, computed_sha256: str, described_name: str, described: int
+) -> None:
+    """IntegrityError unless a manifest read from `name` v`version` matches its recorded checksum and describes
+    that very version: both readers (this one, and `ModelStore.manifest` with pydantic) refuse alike."""
+    if recorded_sha256 != computed_sha256:
+        raise IntegrityError(f"manifest of {name} v{version} does not match its checksum")
+    if described_name != name or described != version:
+        # A manifest copied from elsewhere (another model, an older version) verifies on its own: refuse it.
+        raise IntegrityError(
+            f"the manifest stored as {name} v{version} describes {described_name} v{described}; refused"
+        )
 
 
 def read_alias(data: bytes) -> AliasRecord:

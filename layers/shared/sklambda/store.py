@@ -49,6 +49,7 @@ from sklambda.records import (
     AliasRecord,
     ServedManifest,
     canonical_json,
+    check_verified,
     read_alias,
     read_served_manifest,
     sha256_hex,
@@ -237,13 +238,7 @@ class ModelStore:
             manifest = Manifest.model_validate_json(blob)
         except ValidationError as error:
             raise IntegrityError(f"manifest of {name} v{version} is unreadable: {error.error_count()} errors") from None
-        if manifest.manifest_sha256 != manifest.body_sha256():
-            raise IntegrityError(f"manifest of {name} v{version} does not match its checksum")
-        if manifest.name != name or manifest.version != version:
-            # A manifest copied from elsewhere (another model, an older version) verifies on its own: refuse it.
-            raise IntegrityError(
-                f"the manifest stored as {name} v{version} describes {manifest.name} v{manifest.version}; refused"
-            )
+        check_verified(name, version, manifest.manifest_sha256, manifest.body_sha256(), manifest.name, manifest.version)
         return manifest
 
     def served_manifest(self, name: str, version: int) -> ServedManifest:
